@@ -1,0 +1,210 @@
+//! The one error type of agentry.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::ids::{AgentId, Role, TaskId};
+use crate::memory::Version;
+
+/// `Result` with agentry's [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in agentry, one variant per failure a caller
+/// can act on.
+///
+/// Messages are lower-case and name the values that matter (key, versions,
+/// agent id). New variants may be added in minor releases, so matches need a
+/// wildcard arm.
+///
+/// ```
+/// use agentry::{Error, MessageBroker, AgentId};
+///
+/// let broker = MessageBroker::new(1);
+/// let _mailbox = broker.register(AgentId::from(1))?;
+/// broker.send(AgentId::from(0), AgentId::from(1), &"first")?;
+/// match broker.send(AgentId::from(0), AgentId::from(1), &"second") {
+///     Err(Error::Full { agent, .. }) => assert_eq!(agent, AgentId::from(1)),
+///     other => panic!("expected a full mailbox, got {other:?}"),
+/// }
+/// # Ok::<(), Error>(())
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An optimistic write found the key at another version than expected;
+    /// nothing was written. Read the key again and retry.
+    #[error("version conflict on key {key:?}: expected {expected}, found {actual}")]
+    Conflict {
+        /// The key written.
+        key: String,
+        /// The version the writer expected.
+        expected: Version,
+        /// The version the key had ([`Version::NONE`] if absent).
+        actual: Version,
+    },
+
+    /// The recipient's mailbox is at capacity; the message was not queued.
+    /// The caller still owns the body and may retry later or drop it.
+    #[error("mailbox of {agent} is full ({capacity} messages)")]
+    Full {
+        /// The recipient.
+        agent: AgentId,
+        /// The mailbox capacity.
+        capacity: usize,
+    },
+
+    /// A wait ran out of time.
+    #[error("timed out")]
+    Timeout,
+
+    /// A non-blocking receive found the mailbox empty.
+    #[error("mailbox is empty")]
+    Empty,
+
+    /// The thing named does not exist (or no longer exists).
+    #[error("{what} not found")]
+    NotFound {
+        /// What was looked for.
+        what: Missing,
+    },
+
+    /// An agent id was registered twice with one broker.
+    #[error("{agent} is already registered")]
+    AlreadyRegistered {
+        /// The id registered twice.
+        agent: AgentId,
+    },
+
+    /// The mailbox was unregistered (or its agent stopped) and holds no more
+    /// messages.
+    #[error("mailbox of {agent} is closed")]
+    Disconnected {
+        /// The agent whose mailbox is closed.
+        agent: AgentId,
+    },
+
+    /// No agent spec could ever serve this task: no agent has the role, or
+    /// none has every required capability, or the only specs that could have
+    /// were failed by the restart limit.
+    #[error("no agent can serve task {kind:?} (role: {}, capabilities: {capabilities:?}): {reason}",
+        role.as_ref().map_or("any", |r| r.name()))]
+    NoAgentForTask {
+        /// The task's kind.
+        kind: String,
+        /// The role the task asked for, if any.
+        role: Option<Role>,
+        /// The capabilities the task requires.
+        capabilities: Vec<String>,
+        /// Why nobody can serve it.
+        reason: String,
+    },
+
+    /// This instance is not the leader, so it may not act as one (or a write
+    /// carried an epoch older than the current leader's: it was fenced off).
+    #[error("not the leader{}", match (epoch, current) {
+        (Some(e), Some(c)) => format!(" (epoch {e} is older than the current epoch {c})"),
+        _ => String::new(),
+    })]
+    NotLeader {
+        /// The epoch the refused action carried, if any.
+        epoch: Option<u64>,
+        /// The current leader's epoch, if known.
+        current: Option<u64>,
+    },
+
+    /// The orchestrator (or the part asked) has shut down.
+    #[error("shut down")]
+    ShutDown,
+
+    /// A value could not be encoded or decoded with postcard, e.g. a body read
+    /// as the wrong type.
+    #[error("codec error: {0}")]
+    Codec(#[from] postcard::Error),
+
+    /// An operating-system I/O error.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+
+    /// A snapshot file is not a valid agentry snapshot: garbage, truncated,
+    /// of another format version, or with a bad checksum. The file was not
+    /// loaded.
+    #[error("corrupt snapshot {}: {reason}", path.display())]
+    CorruptSnapshot {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A journal holds a damaged record before its end (a torn last record
+    /// is not an error: it is dropped at open).
+    #[error("corrupt journal {} at byte {offset}: {reason}", path.display())]
+    CorruptJournal {
+        /// The file.
+        path: PathBuf,
+        /// Where the bad record starts.
+        offset: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A configuration that cannot work was refused at construction.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+
+    /// An argument was refused (an empty key, a malformed name, ...).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+}
+
+/// What a [`Error::NotFound`] was looking for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Missing {
+    /// No agent (or mailbox) with this id is registered.
+    Agent(AgentId),
+    /// No task with this id was submitted, or its result was evicted.
+    Task(TaskId),
+    /// Nobody is subscribed to this topic under this id.
+    Subscription {
+        /// The agent.
+        agent: AgentId,
+        /// The topic.
+        topic: String,
+    },
+}
+
+impl fmt::Display for Missing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Missing::Agent(id) => write!(f, "{id}"),
+            Missing::Task(id) => write!(f, "{id}"),
+            Missing::Subscription { agent, topic } => {
+                write!(f, "subscription of {agent} to topic {topic:?}")
+            }
+        }
+    }
+}
+
+impl Error {
+    /// Whether this is [`Error::Full`].
+    pub fn is_full(&self) -> bool {
+        matches!(self, Error::Full { .. })
+    }
+
+    /// Whether this is [`Error::Timeout`].
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout)
+    }
+
+    /// Whether this is [`Error::Conflict`].
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Conflict { .. })
+    }
+
+    pub(crate) fn unknown_agent(agent: AgentId) -> Error {
+        Error::NotFound {
+            what: Missing::Agent(agent),
+        }
+    }
+}
