@@ -8,7 +8,7 @@
 //! | 0..8 | magic `AGNTSNAP` |
 //! | 8..12 | format version, `u32` (this build writes and reads 1) |
 //! | 12..16 | reserved, `u32`, zero |
-//! | 16..24 | global version: the store's write counter the snapshot covers, `u64` |
+//! | 16..24 | global version `u64`: every write numbered up to it is in the snapshot |
 //! | 24..32 | fencing epoch of the writer, `u64` (0 = no election) |
 //! | 32..40 | payload length in bytes, `u64` |
 //! | 40..44 | CRC-32 of the payload, `u32` |
@@ -17,6 +17,9 @@
 //!
 //! The payload is the postcard encoding of a `Vec<(String, u64, bytes)>`: a
 //! varint count, then per key its string, its version and its encoded value.
+//! Shards are captured one after the other while writers carry on, so an
+//! entry may be newer than the global version; the global version is the
+//! cut for journal replay, not the greatest version in the file.
 //!
 //! # Crash safety
 //!
@@ -98,6 +101,9 @@ pub(crate) struct Loaded {
     pub(crate) global: Version,
     /// The fencing epoch the snapshot was written under.
     pub(crate) epoch: u64,
+    /// The greatest version in the file: the global version or a newer
+    /// entry's.
+    pub(crate) newest: Version,
 }
 
 /// Writes `payload` as the snapshot at `files.snapshot()`, crash-safely.
@@ -181,10 +187,11 @@ pub(crate) fn load(files: &Files, shards: &Shards) -> Result<Option<Loaded>> {
     // The map is read-only and dropped before this function returns; another
     // program truncating the file meanwhile is outside our contract.
     let map = unsafe { Mmap::map(&file)? };
-    let header = parse_header(&map).map_err(corrupt)?;
+    let mut loaded = parse_header(&map).map_err(corrupt)?;
     let payload = map.get(HEADER_LEN..).unwrap_or_default();
-    decode_payload(payload, header.global, shards).map_err(corrupt)?;
-    Ok(Some(header))
+    let newest = decode_payload(payload, shards).map_err(corrupt)?;
+    loaded.newest = loaded.newest.max(newest);
+    Ok(Some(loaded))
 }
 
 fn parse_header(bytes: &[u8]) -> Result<Loaded, String> {
@@ -234,23 +241,27 @@ fn parse_header(bytes: &[u8]) -> Result<Loaded, String> {
             "payload checksum mismatch (stored {stored_crc:#010x}, computed {crc:#010x})"
         ));
     }
-    Ok(Loaded { global, epoch })
+    Ok(Loaded {
+        global,
+        epoch,
+        newest: global,
+    })
 }
 
-fn decode_payload(payload: &[u8], global: Version, shards: &Shards) -> Result<(), String> {
+/// Inserts the payload's entries into `shards`; returns the greatest version.
+fn decode_payload(payload: &[u8], shards: &Shards) -> Result<Version, String> {
     let bad = |e: postcard::Error| format!("payload does not decode: {e}");
     let (count, mut rest) = postcard::take_from_bytes::<u64>(payload).map_err(bad)?;
+    let mut newest = Version::NONE;
     for _ in 0..count {
         let ((key, version, bytes), tail) =
             postcard::take_from_bytes::<(&str, u64, &[u8])>(rest).map_err(bad)?;
         rest = tail;
         let version = Version::new(version);
-        if version.is_none() || version > global {
-            return Err(format!(
-                "key {key:?} has version {version}, outside 1..={}",
-                global.get()
-            ));
+        if version.is_none() {
+            return Err(format!("key {key:?} has no version"));
         }
+        newest = newest.max(version);
         let entry = Entry {
             version,
             bytes: bytes.to_vec(),
@@ -265,7 +276,7 @@ fn decode_payload(payload: &[u8], global: Version, shards: &Shards) -> Result<()
             rest.len()
         ));
     }
-    Ok(())
+    Ok(newest)
 }
 
 /// Reads a little-endian `u32` at `at` of a slice already checked to hold the
@@ -313,7 +324,14 @@ mod tests {
         write(&files, Version::new(12), 7, &payload).unwrap();
         let loaded_into = Shards::new();
         let loaded = load(&files, &loaded_into).unwrap().unwrap();
-        assert_eq!(loaded, Loaded { global: Version::new(12), epoch: 7 });
+        assert_eq!(
+            loaded,
+            Loaded {
+                global: Version::new(12),
+                epoch: 7,
+                newest: Version::new(12)
+            }
+        );
         let map = loaded_into.for_key("k4").read();
         let entry = map.get("k4").unwrap();
         assert_eq!(entry.version, Version::new(4));
@@ -342,12 +360,10 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_newer_than_the_global_version_is_corrupt() {
+    fn entries_newer_than_the_global_version_raise_newest() {
         let (_dir, files, shards) = sample();
         write(&files, Version::new(5), 0, &Payload::capture(&shards).unwrap()).unwrap();
-        match load(&files, &Shards::new()) {
-            Err(Error::CorruptSnapshot { reason, .. }) => assert!(reason.contains("outside")),
-            other => panic!("{other:?}"),
-        }
+        let loaded = load(&files, &Shards::new()).unwrap().unwrap();
+        assert_eq!((loaded.global, loaded.newest), (Version::new(5), Version::new(10)));
     }
 }

@@ -74,7 +74,7 @@ impl Store {
         let loaded = snapshot::load(&files, &shards)?;
         let covered = loaded.map_or(Version::NONE, |loaded| loaded.global);
         let epoch = loaded.map_or(0, |loaded| loaded.epoch);
-        let mut newest = covered;
+        let mut newest = loaded.map_or(Version::NONE, |loaded| loaded.newest);
         let journals = files.journals()?;
         for (index, (_, journal_path)) in journals.iter().enumerate() {
             let last = index + 1 == journals.len();
