@@ -82,4 +82,4 @@ pub use broker::{
 };
 pub use error::{Error, Missing, Result};
 pub use ids::{AgentId, AgentState, Priority, Role, TaskId};
-pub use memory::{Version, Versioned};
+pub use memory::{Durability, SharedMemory, Version, Versioned};
