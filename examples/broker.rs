@@ -37,7 +37,12 @@ fn main() -> agentry::Result<()> {
         println!("published to {} workers", delivery.reached());
     }
     for _ in 0..9 {
-        println!("{}", inbox.recv_timeout(Duration::from_secs(5))?.body::<String>()?);
+        println!(
+            "{}",
+            inbox
+                .recv_timeout(Duration::from_secs(5))?
+                .body::<String>()?
+        );
     }
     for worker in workers {
         let done = worker.join().expect("worker thread")?;

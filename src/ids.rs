@@ -19,6 +19,12 @@ use serde::{Deserialize, Serialize};
 pub struct AgentId(u64);
 
 impl AgentId {
+    /// An id from its raw number (same as `AgentId::from(raw)`, usable in
+    /// constants).
+    pub const fn new(raw: u64) -> AgentId {
+        AgentId(raw)
+    }
+
     /// The raw number behind this id.
     pub const fn get(self) -> u64 {
         self.0
@@ -45,6 +51,11 @@ impl fmt::Display for AgentId {
 pub struct TaskId(u64);
 
 impl TaskId {
+    /// An id from its raw number (same as `TaskId::from(raw)`).
+    pub const fn new(raw: u64) -> TaskId {
+        TaskId(raw)
+    }
+
     /// The raw number behind this id.
     pub const fn get(self) -> u64 {
         self.0

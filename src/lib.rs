@@ -67,19 +67,34 @@
 //!
 //! `docs/ARCHITECTURE.md` in the repository explains how a task and a
 //! message travel, and `docs/PERFORMANCE.md` what the benchmarks measure.
-#![warn(missing_docs, missing_debug_implementations, unreachable_pub, rust_2018_idioms)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod agent;
 mod broker;
+mod distributor;
 mod error;
 mod ids;
 mod memory;
+mod orchestrator;
 
+pub use agent::{Agent, AgentContext, AgentSpec};
 pub use broker::{
     BrokerBuilder, BrokerStats, Control, DEFAULT_DEAD_LETTER_CAPACITY, DEFAULT_MAILBOX_CAPACITY,
     DeadLetter, DeadLetterReason, Delivery, Mailbox, MailboxStats, Message, MessageBroker,
     MessageKind,
 };
+pub use distributor::{Output, Task, TaskError, TaskResult, TaskStatus};
 pub use error::{Error, Missing, Result};
 pub use ids::{AgentId, AgentState, Priority, Role, TaskId};
 pub use memory::{Durability, SharedMemory, Version, Versioned};
+pub use orchestrator::{
+    AgentStatus, DEFAULT_MAX_AGENTS, DEFAULT_MIN_AGENTS, DEFAULT_RESULT_RETENTION,
+    DEFAULT_SHUTDOWN_TIMEOUT, Event, ORCHESTRATOR_ID, Orchestrator, OrchestratorBuilder,
+    QueueDepths, StatusReport, TaskTotals,
+};

@@ -71,7 +71,9 @@ fn full_mailbox_refuses_without_blocking() {
     assert_eq!(mailbox.len(), 3);
     assert_eq!(broker.mailbox_stats(id(1)).unwrap().refused_full, 1);
     assert_eq!(broker.stats().refused_full, 1);
-    let received: Vec<u32> = (0..3).map(|_| mailbox.recv().unwrap().body().unwrap()).collect();
+    let received: Vec<u32> = (0..3)
+        .map(|_| mailbox.recv().unwrap().body().unwrap())
+        .collect();
     assert_eq!(received, vec![0, 1, 2]);
 }
 
@@ -145,7 +147,10 @@ fn unregister_drains_then_disconnects() {
     assert_eq!(mailbox.recv().unwrap().body::<u8>().unwrap(), 1);
     assert_eq!(mailbox.try_recv().unwrap().body::<u8>().unwrap(), 2);
     assert!(matches!(mailbox.recv(), Err(Error::Disconnected { agent }) if agent == id(1)));
-    assert!(matches!(mailbox.try_recv(), Err(Error::Disconnected { .. })));
+    assert!(matches!(
+        mailbox.try_recv(),
+        Err(Error::Disconnected { .. })
+    ));
     assert!(matches!(
         mailbox.recv_timeout(PATIENCE),
         Err(Error::Disconnected { .. })
@@ -154,7 +159,10 @@ fn unregister_drains_then_disconnects() {
         broker.send(id(0), id(1), &3u8),
         Err(Error::NotFound { .. })
     ));
-    assert!(matches!(broker.unregister(id(1)), Err(Error::NotFound { .. })));
+    assert!(matches!(
+        broker.unregister(id(1)),
+        Err(Error::NotFound { .. })
+    ));
     assert_eq!(broker.depth(id(1)), None);
     // The id can be registered again, with a fresh mailbox.
     let again = broker.register(id(1)).unwrap();
@@ -257,12 +265,23 @@ fn topics_reach_subscribers_until_they_unsubscribe() {
 
     assert!(matches!(
         broker.unsubscribe(id(1), "news"),
-        Err(Error::NotFound { what: Missing::Subscription { .. } })
+        Err(Error::NotFound {
+            what: Missing::Subscription { .. }
+        })
     ));
     assert_eq!(broker.publish(id(9), "nobody", &3u32).unwrap().reached(), 0);
-    assert!(matches!(broker.subscribe(id(77), "news"), Err(Error::NotFound { .. })));
-    assert!(matches!(broker.subscribe(id(1), ""), Err(Error::InvalidInput(_))));
-    assert!(matches!(broker.publish(id(1), "", &0u8), Err(Error::InvalidInput(_))));
+    assert!(matches!(
+        broker.subscribe(id(77), "news"),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        broker.subscribe(id(1), ""),
+        Err(Error::InvalidInput(_))
+    ));
+    assert!(matches!(
+        broker.publish(id(1), "", &0u8),
+        Err(Error::InvalidInput(_))
+    ));
 }
 
 #[test]

@@ -7,9 +7,9 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use crossbeam_utils::CachePadded;
 
+use super::ledger::Ledger;
 use super::message::Message;
 use super::stats::{DeadLetterReason, MailboxStats};
-use super::ledger::Ledger;
 use crate::error::{Error, Result};
 use crate::ids::AgentId;
 

@@ -118,6 +118,19 @@ impl Message {
         })))
     }
 
+    /// The notice that wakes an idle agent: its work is in its batch.
+    pub(crate) fn assignment(from: AgentId) -> Message {
+        Message(Box::new(Envelope {
+            from,
+            kind: MessageKind::TaskAssignment,
+            topic: None,
+            body: Body::Inline {
+                len: 0,
+                bytes: [0; INLINE_BODY],
+            },
+        }))
+    }
+
     /// A message whose body is shared with the other recipients of a fan-out.
     pub(crate) fn shared(
         from: AgentId,

@@ -47,8 +47,8 @@ use serde::Serialize;
 use crate::error::{Error, Missing, Result};
 use crate::ids::{AgentId, Role};
 
-pub use mailbox::Mailbox;
 use ledger::Ledger;
+pub use mailbox::Mailbox;
 use mailbox::MailboxShared;
 pub use message::{Control, Message, MessageKind};
 pub use stats::{BrokerStats, DeadLetter, DeadLetterReason, Delivery, MailboxStats};
@@ -432,7 +432,8 @@ impl MessageBroker {
                 .map(|(id, slot)| (*id, Arc::clone(slot)))
                 .collect();
             for (id, slot) in recipients {
-                let message = Message::shared(from, MessageKind::Broadcast, None, Arc::clone(&body));
+                let message =
+                    Message::shared(from, MessageKind::Broadcast, None, Arc::clone(&body));
                 self.offer(id, &slot, message, &mut delivery);
             }
         }

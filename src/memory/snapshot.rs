@@ -266,7 +266,12 @@ fn decode_payload(payload: &[u8], shards: &Shards) -> Result<Version, String> {
             version,
             bytes: bytes.to_vec(),
         };
-        if shards.for_key(key).write().insert(key.to_owned(), entry).is_some() {
+        if shards
+            .for_key(key)
+            .write()
+            .insert(key.to_owned(), entry)
+            .is_some()
+        {
             return Err(format!("key {key:?} appears twice"));
         }
     }
@@ -348,7 +353,13 @@ mod tests {
     #[test]
     fn every_truncation_is_reported_not_loaded() {
         let (_dir, files, shards) = sample();
-        write(&files, Version::new(10), 0, &Payload::capture(&shards).unwrap()).unwrap();
+        write(
+            &files,
+            Version::new(10),
+            0,
+            &Payload::capture(&shards).unwrap(),
+        )
+        .unwrap();
         let full = std::fs::read(files.snapshot()).unwrap();
         for len in 0..full.len() {
             std::fs::write(files.snapshot(), &full[..len]).unwrap();
@@ -362,8 +373,17 @@ mod tests {
     #[test]
     fn entries_newer_than_the_global_version_raise_newest() {
         let (_dir, files, shards) = sample();
-        write(&files, Version::new(5), 0, &Payload::capture(&shards).unwrap()).unwrap();
+        write(
+            &files,
+            Version::new(5),
+            0,
+            &Payload::capture(&shards).unwrap(),
+        )
+        .unwrap();
         let loaded = load(&files, &Shards::new()).unwrap().unwrap();
-        assert_eq!((loaded.global, loaded.newest), (Version::new(5), Version::new(10)));
+        assert_eq!(
+            (loaded.global, loaded.newest),
+            (Version::new(5), Version::new(10))
+        );
     }
 }

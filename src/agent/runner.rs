@@ -1,0 +1,243 @@
+//! The loop each agent thread runs: take work, execute, report.
+//!
+//! An agent holds the distributor's lock only between tasks: once when it
+//! runs out of work (report what it gathered, take its next batch), and
+//! after a slow task (report at once, so results are visible promptly).
+//! Quick tasks are reported together, at most [`MAX_UNREPORTED`] at a time
+//! and never later than [`REPORT_WITHIN`] after the first of them finished.
+//! Idle, it blocks on its mailbox: a `TaskAssignment` message wakes it, and
+//! so do direct, broadcast and topic messages, handed to
+//! [`Agent::on_message`].
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::{Agent, AgentContext, AgentShared};
+use crate::broker::{Control, Mailbox, Message, MessageKind};
+use crate::distributor::{Effects, Finished, Task, TaskError};
+use crate::error::Error;
+use crate::ids::AgentState;
+use crate::orchestrator::{Event, Shared};
+
+/// A task quicker than this is "quick": its agent takes several at once.
+const QUICK: Duration = Duration::from_micros(20);
+/// At most this many results wait in an agent before it reports them.
+const MAX_UNREPORTED: usize = 32;
+/// No result waits in an agent longer than this.
+const REPORT_WITHIN: Duration = Duration::from_micros(200);
+/// An idle agent wakes this often to show it is alive.
+const IDLE_BEAT: Duration = Duration::from_millis(100);
+
+struct Runner {
+    agent: Box<dyn Agent>,
+    me: Arc<AgentShared>,
+    shared: Arc<Shared>,
+    ctx: AgentContext,
+    mailbox: Mailbox,
+    unreported: Vec<Finished>,
+    first_unreported: Option<Instant>,
+    fx: Effects,
+}
+
+/// What a message asks of the loop.
+enum Next {
+    Work,
+    Stop,
+}
+
+pub(crate) fn run(
+    agent: Box<dyn Agent>,
+    mailbox: Mailbox,
+    me: Arc<AgentShared>,
+    shared: Arc<Shared>,
+) {
+    let ctx = AgentContext {
+        agent: Arc::clone(&me),
+        shared: Arc::clone(&shared),
+    };
+    let mut runner = Runner {
+        agent,
+        me,
+        shared,
+        ctx,
+        mailbox,
+        unreported: Vec::with_capacity(MAX_UNREPORTED),
+        first_unreported: None,
+        fx: Effects::default(),
+    };
+    runner.me.beat(&runner.shared);
+    runner.serve();
+    runner.report();
+    runner.me.set_state(AgentState::Stopped);
+    tracing::debug!(agent = %runner.me.id, "agent stopped");
+}
+
+impl Runner {
+    fn serve(&mut self) {
+        loop {
+            if !self.mailbox.is_empty() {
+                if let Next::Stop = self.drain_mailbox() {
+                    return;
+                }
+            }
+            let next = self.me.batch.lock().tasks.pop_front();
+            match next {
+                Some(task) => {
+                    let finished = self.execute(task);
+                    self.unreported.push(finished);
+                    let first = *self.first_unreported.get_or_insert_with(Instant::now);
+                    if !self.me.quick.load(Ordering::Relaxed)
+                        || self.unreported.len() >= MAX_UNREPORTED
+                        || first.elapsed() >= REPORT_WITHIN
+                    {
+                        self.report();
+                    }
+                }
+                None => {
+                    if self.me.stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    if !self.report_and_take_work() {
+                        if let Next::Stop = self.idle() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn execute(&mut self, mut task: Task) -> Finished {
+        task.attempt += 1;
+        self.me.set_state(AgentState::Busy);
+        self.me.current.store(task.id.get(), Ordering::Release);
+        self.me.beat(&self.shared);
+        if let Some(timeout) = task.timeout() {
+            self.shared
+                .watch_deadline(task.id, &self.me, task.attempt, timeout);
+        }
+        let started = Instant::now();
+        let outcome = catch_unwind(AssertUnwindSafe(|| self.agent.execute(&task, &self.ctx)));
+        let elapsed = started.elapsed();
+        self.me.current.store(0, Ordering::Release);
+        self.me.beat(&self.shared);
+        let outcome = outcome.unwrap_or_else(|payload| {
+            let reason = format!("agent panicked: {}", panic_message(payload.as_ref()));
+            tracing::warn!(agent = %self.me.id, task = %task.id, %reason);
+            self.me.mark_error();
+            self.fx.events.push(Event::AgentFailed {
+                agent: self.me.id,
+                reason: reason.clone(),
+            });
+            Err(TaskError::retryable(reason))
+        });
+        self.me.metrics.record(elapsed, outcome.is_ok());
+        self.me.quick.store(elapsed < QUICK, Ordering::Relaxed);
+        Finished {
+            task,
+            agent: self.me.id,
+            outcome,
+            elapsed,
+        }
+    }
+
+    /// Reports the gathered results.
+    fn report(&mut self) {
+        self.first_unreported = None;
+        if self.unreported.is_empty() && self.fx.events.is_empty() {
+            return;
+        }
+        {
+            let mut distributor = self.shared.distributor.lock();
+            for finished in self.unreported.drain(..) {
+                distributor.finish(finished, &mut self.fx);
+            }
+        }
+        self.shared.apply(&mut self.fx);
+    }
+
+    /// Reports the gathered results and takes the next work, in one round of
+    /// the lock. `false` when there is no work: the agent is idle.
+    fn report_and_take_work(&mut self) -> bool {
+        self.first_unreported = None;
+        let got_work = {
+            let mut distributor = self.shared.distributor.lock();
+            for finished in self.unreported.drain(..) {
+                distributor.finish(finished, &mut self.fx);
+            }
+            distributor.next_batch(&self.me)
+        };
+        self.shared.apply(&mut self.fx);
+        got_work
+    }
+
+    /// Waits for mail while idle.
+    fn idle(&mut self) -> Next {
+        loop {
+            match self.mailbox.recv_timeout(IDLE_BEAT) {
+                Ok(message) => return self.handle(message),
+                Err(Error::Timeout) => {
+                    self.me.beat(&self.shared);
+                    // A wake-up refused by a full mailbox is never needed:
+                    // a full mailbox wakes the agent by itself. This check
+                    // covers a purge of the mailbox by its user.
+                    if self.me.stop.load(Ordering::Relaxed)
+                        || !self.me.batch.lock().tasks.is_empty()
+                    {
+                        return Next::Work;
+                    }
+                }
+                Err(_) => return Next::Stop,
+            }
+        }
+    }
+
+    fn drain_mailbox(&mut self) -> Next {
+        while let Ok(message) = self.mailbox.try_recv() {
+            if let Next::Stop = self.handle(message) {
+                return Next::Stop;
+            }
+        }
+        Next::Work
+    }
+
+    fn handle(&mut self, message: Message) -> Next {
+        match message.kind() {
+            MessageKind::TaskAssignment => Next::Work,
+            MessageKind::Control if message.body::<Control>().ok() == Some(Control::Stop) => {
+                Next::Stop
+            }
+            MessageKind::Control => Next::Work,
+            _ => {
+                let delivered = catch_unwind(AssertUnwindSafe(|| {
+                    self.agent.on_message(message, &self.ctx)
+                }));
+                if let Err(payload) = delivered {
+                    let reason = format!(
+                        "agent panicked in on_message: {}",
+                        panic_message(payload.as_ref())
+                    );
+                    tracing::warn!(agent = %self.me.id, %reason);
+                    self.me.mark_error();
+                    self.fx.events.push(Event::AgentFailed {
+                        agent: self.me.id,
+                        reason,
+                    });
+                }
+                Next::Work
+            }
+        }
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a non-string panic payload".to_owned()
+    }
+}

@@ -1,0 +1,716 @@
+//! The seed's TASK DISTRIBUTOR: four priority queues, capability routing,
+//! load balance, retries, dependencies and results.
+//!
+//! # Dispatch protocol
+//!
+//! All of the distributor's state sits behind one mutex, taken once per
+//! *batch* of work, never once per task on a busy system:
+//!
+//! * **Submit** takes the lock once for a whole `submit_batch`. Each task is
+//!   routed to a *lane* (the set of agent specs that can serve its role and
+//!   capabilities). If an agent of the lane is idle, the task is handed to it
+//!   directly (least loaded first, ties rotate) and the agent is woken by a
+//!   `TaskAssignment` message in its mailbox; otherwise the task joins its
+//!   lane's queue for its priority.
+//! * **An agent that runs out of work** takes the lock once to report the
+//!   results it has gathered and to take its next work: the highest priority
+//!   task among its lanes (oldest first within a priority). When its recent
+//!   tasks were quick, it takes several of the same priority at once (at
+//!   most its fair share of the queue), so a flood of tiny tasks costs one
+//!   lock round per batch instead of one per task.
+//! * **Tasks handed out but not started** stay visible: they sit in the
+//!   agent's own batch, behind a lock only that agent normally touches.
+//!   Cancelling takes a task back out of it, and a task submitted at a
+//!   higher priority than a batch takes every such batch back into the
+//!   queues first, so a task never starts while a more urgent one waits.
+//!
+//! Nothing here blocks while holding the lock, and the lock order is always
+//! distributor, then an agent's batch.
+
+mod idmap;
+mod task;
+
+use std::collections::{HashMap, VecDeque};
+use std::mem;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::agent::AgentShared;
+use crate::error::{Error, Missing, Result};
+use crate::ids::{AgentId, AgentState, Priority, Role, TaskId};
+use crate::orchestrator::Event;
+
+pub(crate) use idmap::IdMap;
+pub use task::{Output, Task, TaskError, TaskResult, TaskStatus};
+
+/// The most tasks handed to one agent at once.
+const MAX_BATCH: usize = 32;
+
+/// One agent spec's pool, as the distributor routes to it.
+pub(crate) struct SpecPool {
+    pub(crate) role: Role,
+    pub(crate) capabilities: Vec<String>,
+    pub(crate) agents: Vec<Arc<AgentShared>>,
+    /// Lanes this spec serves.
+    lanes: Vec<usize>,
+    /// Idle agents, longest idle first: handing work to the front rotates
+    /// it among equally loaded agents.
+    idle: VecDeque<Arc<AgentShared>>,
+}
+
+impl SpecPool {
+    pub(crate) fn new(role: Role, capabilities: Vec<String>) -> SpecPool {
+        SpecPool {
+            role,
+            capabilities,
+            agents: Vec::new(),
+            lanes: Vec::new(),
+            idle: VecDeque::new(),
+        }
+    }
+
+    fn serves(&self, role: Option<&Role>, capabilities: &[String]) -> bool {
+        role.is_none_or(|r| *r == self.role)
+            && capabilities.iter().all(|c| self.capabilities.contains(c))
+    }
+}
+
+/// The tasks one set of specs can serve, by priority.
+struct Lane {
+    specs: Vec<usize>,
+    queues: [VecDeque<Task>; 4],
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct RouteKey {
+    role: Option<Role>,
+    capabilities: Vec<String>,
+}
+
+/// A task that is not finished.
+struct Live {
+    place: Place,
+    /// Tasks waiting for this one.
+    dependents: Vec<TaskId>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// In its lane's queue.
+    Queued,
+    /// Waiting for dependencies, in `waiting`.
+    Waiting,
+    /// In an agent's batch or running.
+    Assigned,
+}
+
+struct Waiting {
+    task: Task,
+    remaining: usize,
+}
+
+/// One attempt, as the agent reports it.
+pub(crate) struct Finished {
+    pub(crate) task: Task,
+    pub(crate) agent: AgentId,
+    pub(crate) outcome: std::result::Result<Output, TaskError>,
+    pub(crate) elapsed: Duration,
+}
+
+/// What to do once the lock is released: wake agents, emit events, notify
+/// waiters.
+#[derive(Default)]
+pub(crate) struct Effects {
+    pub(crate) wake: Vec<Arc<AgentShared>>,
+    pub(crate) events: Vec<Event>,
+    pub(crate) notify: bool,
+}
+
+/// Counts since the orchestrator started.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Totals {
+    pub(crate) submitted: u64,
+    pub(crate) succeeded: u64,
+    pub(crate) failed: u64,
+    pub(crate) cancelled: u64,
+    pub(crate) timed_out: u64,
+    pub(crate) retried: u64,
+    /// Results of attempts that came back after their task had already
+    /// ended (timed out): ignored, and counted here.
+    pub(crate) late_results: u64,
+}
+
+/// The distributor's state, behind the orchestrator's mutex.
+pub(crate) struct Distributor {
+    pub(crate) specs: Vec<SpecPool>,
+    lanes: Vec<Lane>,
+    routes: HashMap<RouteKey, usize>,
+    live: IdMap<TaskId, Live>,
+    waiting: IdMap<TaskId, Waiting>,
+    results: IdMap<TaskId, TaskResult>,
+    finished_order: VecDeque<TaskId>,
+    retention: usize,
+    queued: [usize; 4],
+    /// Agents holding a counted batch, by priority rank.
+    batched: [usize; 4],
+    next_id: u64,
+    accepting: bool,
+    pub(crate) waiters: usize,
+    pub(crate) totals: Totals,
+}
+
+impl Distributor {
+    pub(crate) fn new(specs: Vec<SpecPool>, retention: usize) -> Distributor {
+        Distributor {
+            specs,
+            lanes: Vec::new(),
+            routes: HashMap::new(),
+            live: IdMap::default(),
+            waiting: IdMap::default(),
+            results: IdMap::default(),
+            finished_order: VecDeque::new(),
+            retention,
+            queued: [0; 4],
+            batched: [0; 4],
+            next_id: 1,
+            accepting: true,
+            waiters: 0,
+            totals: Totals::default(),
+        }
+    }
+
+    /// Tasks waiting in queues, by priority rank (critical first).
+    pub(crate) fn queued(&self) -> [usize; 4] {
+        self.queued
+    }
+
+    /// Tasks waiting for their dependencies.
+    pub(crate) fn waiting_on_dependencies(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// The lane for a route, created on first use.
+    fn lane_for(&mut self, task: &Task) -> Result<usize> {
+        let key = RouteKey {
+            role: task.role.clone(),
+            capabilities: {
+                let mut caps = task.capabilities().to_vec();
+                caps.sort_unstable();
+                caps
+            },
+        };
+        if let Some(&lane) = self.routes.get(&key) {
+            return Ok(lane);
+        }
+        let specs: Vec<usize> = (0..self.specs.len())
+            .filter(|&s| self.specs[s].serves(key.role.as_ref(), &key.capabilities))
+            .collect();
+        if specs.is_empty() {
+            return Err(Error::NoAgentForTask {
+                kind: task.kind().to_owned(),
+                role: key.role,
+                capabilities: key.capabilities,
+                reason: if task.role.is_some()
+                    && !self
+                        .specs
+                        .iter()
+                        .any(|s| Some(&s.role) == task.role.as_ref())
+                {
+                    "no agent has this role".into()
+                } else {
+                    "no agent has every required capability".into()
+                },
+            });
+        }
+        let lane = self.lanes.len();
+        for &s in &specs {
+            self.specs[s].lanes.push(lane);
+        }
+        self.lanes.push(Lane {
+            specs,
+            queues: Default::default(),
+        });
+        self.routes.insert(key, lane);
+        Ok(lane)
+    }
+
+    /// Accepts `tasks`: all of them, or none when one is refused.
+    pub(crate) fn submit(
+        &mut self,
+        tasks: Vec<Task>,
+        ids: &mut Vec<TaskId>,
+        fx: &mut Effects,
+    ) -> Result<()> {
+        if !self.accepting {
+            return Err(Error::ShutDown);
+        }
+        let mut routed = Vec::with_capacity(tasks.len());
+        let mut last_route: Option<(Option<Role>, usize)> = None;
+        for mut task in tasks {
+            // Consecutive tasks of one route (the common batch) skip the
+            // route lookup.
+            let plain = task.capabilities().is_empty();
+            let lane = match &last_route {
+                Some((role, lane)) if plain && *role == task.role => *lane,
+                _ => {
+                    let lane = self.lane_for(&task)?;
+                    last_route = plain.then(|| (task.role.clone(), lane));
+                    lane
+                }
+            };
+            for &dependency in task.dependencies() {
+                if !self.live.contains_key(&dependency) && !self.results.contains_key(&dependency) {
+                    return Err(Error::NotFound {
+                        what: Missing::Task(dependency),
+                    });
+                }
+            }
+            task.lane = lane as u32;
+            routed.push(task);
+        }
+        ids.reserve(routed.len());
+        for mut task in routed {
+            let id = TaskId::from(self.next_id);
+            self.next_id += 1;
+            task.id = id;
+            ids.push(id);
+            self.totals.submitted += 1;
+            let dependencies = task
+                .extras
+                .as_mut()
+                .map(|e| mem::take(&mut e.dependencies))
+                .unwrap_or_default();
+            self.admit(task, &dependencies, fx);
+        }
+        Ok(())
+    }
+
+    /// Queues a new task, or parks it until its dependencies succeed, or
+    /// fails it at once when one of them has failed.
+    fn admit(&mut self, task: Task, dependencies: &[TaskId], fx: &mut Effects) {
+        let id = task.id;
+        let failed = dependencies.iter().find_map(|d| {
+            self.results
+                .get(d)
+                .filter(|r| !r.is_success())
+                .map(|r| dependency_failure(*d, r.status, r.error()))
+        });
+        if let Some(reason) = failed {
+            self.live.insert(
+                id,
+                Live {
+                    place: Place::Waiting,
+                    dependents: Vec::new(),
+                },
+            );
+            self.complete(TaskResult::failed(id, TaskStatus::Failed, reason, 0), fx);
+            return;
+        }
+        let mut remaining = 0;
+        for dependency in dependencies {
+            if let Some(live) = self.live.get_mut(dependency) {
+                live.dependents.push(id);
+                remaining += 1;
+            }
+        }
+        if remaining > 0 {
+            self.live.insert(
+                id,
+                Live {
+                    place: Place::Waiting,
+                    dependents: Vec::new(),
+                },
+            );
+            self.waiting.insert(id, Waiting { task, remaining });
+        } else {
+            self.live.insert(
+                id,
+                Live {
+                    place: Place::Queued,
+                    dependents: Vec::new(),
+                },
+            );
+            self.enqueue(task, fx);
+        }
+    }
+
+    /// Hands `task` to an idle agent of its lane, or queues it.
+    fn enqueue(&mut self, task: Task, fx: &mut Effects) {
+        let lane = task.lane as usize;
+        let priority = task.priority;
+        if let Some(agent) = self.take_idle(lane) {
+            self.set_place(task.id, Place::Assigned);
+            let mut batch = agent.batch.lock();
+            batch.tasks.push_back(task);
+            if batch.counted.is_none() {
+                batch.counted = Some(priority);
+                self.batched[priority.rank()] += 1;
+            }
+            drop(batch);
+            fx.wake.push(agent);
+            return;
+        }
+        self.set_place(task.id, Place::Queued);
+        self.lanes[lane].queues[priority.rank()].push_back(task);
+        self.queued[priority.rank()] += 1;
+        if self.batched[priority.rank() + 1..].iter().any(|&n| n > 0) {
+            self.take_back_batches_below(priority);
+        }
+    }
+
+    fn set_place(&mut self, id: TaskId, place: Place) {
+        if let Some(live) = self.live.get_mut(&id) {
+            live.place = place;
+        }
+    }
+
+    /// The least loaded idle agent that can serve `lane`; ties go to the one
+    /// idle longest.
+    fn take_idle(&mut self, lane: usize) -> Option<Arc<AgentShared>> {
+        let mut best: Option<(usize, u64)> = None;
+        for &s in &self.lanes[lane].specs {
+            let idle = &mut self.specs[s].idle;
+            while let Some(stopped) = idle.front().filter(|a| a.stop.load(Ordering::Relaxed)) {
+                stopped.idle_listed.store(false, Ordering::Relaxed);
+                idle.pop_front();
+            }
+            if let Some(agent) = idle.front() {
+                let load = agent.metrics.executed();
+                if best.is_none_or(|(_, l)| load < l) {
+                    best = Some((s, load));
+                }
+            }
+        }
+        let agent = self.specs[best?.0].idle.pop_front()?;
+        agent.idle_listed.store(false, Ordering::Relaxed);
+        agent.set_state(AgentState::Busy);
+        Some(agent)
+    }
+
+    /// Takes every not-started batch of a priority below `priority` back
+    /// into the queues, in its original order at the front.
+    fn take_back_batches_below(&mut self, priority: Priority) {
+        for s in 0..self.specs.len() {
+            for a in 0..self.specs[s].agents.len() {
+                let agent = Arc::clone(&self.specs[s].agents[a]);
+                let mut batch = agent.batch.lock();
+                let Some(held) = batch.counted else { continue };
+                if held >= priority {
+                    continue;
+                }
+                batch.counted = None;
+                self.batched[held.rank()] -= 1;
+                let tasks = mem::take(&mut batch.tasks);
+                drop(batch);
+                for task in tasks.into_iter().rev() {
+                    self.set_place(task.id, Place::Queued);
+                    self.queued[task.priority.rank()] += 1;
+                    self.lanes[task.lane as usize].queues[task.priority.rank()].push_front(task);
+                }
+            }
+        }
+    }
+
+    /// Gives `agent` its next work in its batch; `false` when there is none
+    /// and the agent is now idle.
+    pub(crate) fn next_batch(&mut self, agent: &Arc<AgentShared>) -> bool {
+        let mut batch = agent.batch.lock();
+        if let Some(held) = batch.counted.take() {
+            self.batched[held.rank()] -= 1;
+        }
+        if !batch.tasks.is_empty() {
+            // Handed work since it last looked: count it again.
+            let priority = batch
+                .tasks
+                .iter()
+                .map(|t| t.priority)
+                .max()
+                .unwrap_or_default();
+            batch.counted = Some(priority);
+            self.batched[priority.rank()] += 1;
+            return true;
+        }
+        if agent.stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        let spec = &self.specs[agent.spec];
+        for rank in 0..4 {
+            let best = spec
+                .lanes
+                .iter()
+                .filter_map(|&l| self.lanes[l].queues[rank].front().map(|t| (l, t.id)))
+                .min_by_key(|&(_, id)| id);
+            let Some((lane, _)) = best else { continue };
+            let queue_len = self.lanes[lane].queues[rank].len();
+            let take = if agent.quick.load(Ordering::Relaxed) {
+                (queue_len / spec.agents.len().max(1)).clamp(1, MAX_BATCH)
+            } else {
+                1
+            };
+            for _ in 0..take {
+                let Some(task) = self.lanes[lane].queues[rank].pop_front() else {
+                    break;
+                };
+                if let Some(live) = self.live.get_mut(&task.id) {
+                    live.place = Place::Assigned;
+                }
+                batch.tasks.push_back(task);
+            }
+            self.queued[rank] -= batch.tasks.len();
+            batch.counted = Some(Priority::ALL[rank]);
+            self.batched[rank] += 1;
+            agent.set_state(AgentState::Busy);
+            return true;
+        }
+        drop(batch);
+        agent.set_state(AgentState::Idle);
+        if !agent.idle_listed.swap(true, Ordering::Relaxed) {
+            self.specs[agent.spec].idle.push_back(Arc::clone(agent));
+        }
+        false
+    }
+
+    /// Records what an agent reports: results, retries, failures.
+    pub(crate) fn finish(&mut self, done: Finished, fx: &mut Effects) {
+        let id = done.task.id;
+        if !self.live.contains_key(&id) {
+            self.totals.late_results += 1;
+            return;
+        }
+        match done.outcome {
+            Ok(output) => self.complete(
+                TaskResult {
+                    id,
+                    status: TaskStatus::Succeeded,
+                    output: Some(output),
+                    error: None,
+                    attempts: done.task.attempt,
+                    agent: Some(done.agent),
+                    elapsed: done.elapsed,
+                },
+                fx,
+            ),
+            Err(error) if error.is_retryable() && done.task.attempt < done.task.max_attempts => {
+                self.totals.retried += 1;
+                fx.events.push(Event::TaskRetried {
+                    task: id,
+                    attempt: done.task.attempt,
+                    error: error.message().to_owned(),
+                });
+                self.enqueue(done.task, fx);
+            }
+            Err(error) => self.complete(
+                TaskResult {
+                    id,
+                    status: TaskStatus::Failed,
+                    output: None,
+                    error: Some(error.message().to_owned()),
+                    attempts: done.task.attempt,
+                    agent: Some(done.agent),
+                    elapsed: done.elapsed,
+                },
+                fx,
+            ),
+        }
+    }
+
+    /// Ends a task whose attempt outlived its timeout, if it is still that
+    /// attempt that runs.
+    pub(crate) fn time_out(
+        &mut self,
+        id: TaskId,
+        agent: &AgentShared,
+        attempt: u32,
+        timeout: Duration,
+        fx: &mut Effects,
+    ) {
+        if agent.current.load(Ordering::Acquire) != id.get() || !self.live.contains_key(&id) {
+            return;
+        }
+        fx.events.push(Event::TaskTimedOut {
+            task: id,
+            agent: agent.id,
+        });
+        self.complete(
+            TaskResult {
+                id,
+                status: TaskStatus::TimedOut,
+                output: None,
+                error: Some(format!("timed out after {timeout:?} on {}", agent.id)),
+                attempts: attempt,
+                agent: Some(agent.id),
+                elapsed: timeout,
+            },
+            fx,
+        );
+    }
+
+    /// Records a final result and settles the tasks waiting on it: released
+    /// when it succeeded, failed (with the reason) otherwise.
+    fn complete(&mut self, result: TaskResult, fx: &mut Effects) {
+        let mut pending = vec![result];
+        while let Some(result) = pending.pop() {
+            let id = result.id;
+            let dependents = self
+                .live
+                .remove(&id)
+                .map(|live| live.dependents)
+                .unwrap_or_default();
+            let success = result.is_success();
+            let reason = (!success).then(|| dependency_failure(id, result.status, result.error()));
+            self.record(result);
+            fx.notify |= self.waiters > 0;
+            for dependent in dependents {
+                match &reason {
+                    None => {
+                        let ready = self.waiting.get_mut(&dependent).is_some_and(|w| {
+                            w.remaining -= 1;
+                            w.remaining == 0
+                        });
+                        if ready {
+                            if let Some(waiting) = self.waiting.remove(&dependent) {
+                                self.enqueue(waiting.task, fx);
+                            }
+                        }
+                    }
+                    Some(reason) => {
+                        if self.waiting.remove(&dependent).is_some() {
+                            pending.push(TaskResult::failed(
+                                dependent,
+                                TaskStatus::Failed,
+                                reason.clone(),
+                                0,
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn record(&mut self, result: TaskResult) {
+        let totals = &mut self.totals;
+        match result.status {
+            TaskStatus::Succeeded => totals.succeeded += 1,
+            TaskStatus::Failed => totals.failed += 1,
+            TaskStatus::Cancelled => totals.cancelled += 1,
+            TaskStatus::TimedOut => totals.timed_out += 1,
+            TaskStatus::Queued | TaskStatus::Running => {}
+        }
+        self.finished_order.push_back(result.id);
+        self.results.insert(result.id, result);
+        while self.results.len() > self.retention {
+            match self.finished_order.pop_front() {
+                Some(oldest) => {
+                    self.results.remove(&oldest);
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// The result of a finished task, if still retained.
+    pub(crate) fn result(&self, id: TaskId) -> Option<&TaskResult> {
+        self.results.get(&id)
+    }
+
+    /// Whether `id` was submitted and has not finished.
+    pub(crate) fn is_live(&self, id: TaskId) -> bool {
+        self.live.contains_key(&id)
+    }
+
+    /// Whether `id` was ever assigned by this distributor.
+    pub(crate) fn was_assigned(&self, id: TaskId) -> bool {
+        id.get() != 0 && id.get() < self.next_id
+    }
+
+    /// Cancels a task that has not started. `Ok(false)` when it has started
+    /// or finished.
+    pub(crate) fn cancel(&mut self, id: TaskId, reason: &str, fx: &mut Effects) -> Result<bool> {
+        let Some(place) = self.live.get(&id).map(|l| l.place) else {
+            return if self.was_assigned(id) {
+                Ok(false)
+            } else {
+                Err(Error::NotFound {
+                    what: Missing::Task(id),
+                })
+            };
+        };
+        let removed = match place {
+            Place::Waiting => self.waiting.remove(&id).is_some(),
+            Place::Queued => self.remove_queued(id),
+            Place::Assigned => self.specs.iter().flat_map(|s| &s.agents).any(|agent| {
+                let mut batch = agent.batch.lock();
+                let position = batch.tasks.iter().position(|t| t.id == id);
+                position.and_then(|p| batch.tasks.remove(p)).is_some()
+            }),
+        };
+        if removed {
+            self.complete(
+                TaskResult::failed(id, TaskStatus::Cancelled, reason.to_owned(), 0),
+                fx,
+            );
+        }
+        Ok(removed)
+    }
+
+    fn remove_queued(&mut self, id: TaskId) -> bool {
+        for lane in &mut self.lanes {
+            for (rank, queue) in lane.queues.iter_mut().enumerate() {
+                if let Some(position) = queue.iter().position(|t| t.id == id) {
+                    queue.remove(position);
+                    self.queued[rank] -= 1;
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Stops accepting and cancels every task that has not started: queued,
+    /// waiting, and handed out but not begun.
+    pub(crate) fn close(&mut self, fx: &mut Effects) {
+        self.accepting = false;
+        let reason = "cancelled: the orchestrator shut down";
+        let mut unstarted: Vec<TaskId> = Vec::new();
+        for lane in &mut self.lanes {
+            for queue in &mut lane.queues {
+                unstarted.extend(queue.drain(..).map(|t| t.id));
+            }
+        }
+        self.queued = [0; 4];
+        for agent in self.specs.iter().flat_map(|s| &s.agents) {
+            let mut batch = agent.batch.lock();
+            unstarted.extend(batch.tasks.drain(..).map(|t| t.id));
+            if let Some(held) = batch.counted.take() {
+                self.batched[held.rank()] -= 1;
+            }
+        }
+        unstarted.extend(self.waiting.drain().map(|(id, _)| id));
+        unstarted.sort_unstable();
+        for id in unstarted {
+            if self.live.contains_key(&id) {
+                self.complete(
+                    TaskResult::failed(id, TaskStatus::Cancelled, reason.to_owned(), 0),
+                    fx,
+                );
+            }
+        }
+    }
+}
+
+fn dependency_failure(dependency: TaskId, status: TaskStatus, error: Option<&str>) -> String {
+    let how = match status {
+        TaskStatus::Cancelled => "was cancelled",
+        TaskStatus::TimedOut => "timed out",
+        _ => "failed",
+    };
+    match error {
+        Some(error) => format!("dependency {dependency} {how}: {error}"),
+        None => format!("dependency {dependency} {how}"),
+    }
+}
+
+#[cfg(test)]
+mod test;

@@ -1,0 +1,413 @@
+//! Tasks and their results: what is submitted and what comes back.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::ids::{AgentId, Priority, Role, TaskId};
+
+/// A unit of work for an agent: a kind, routing (role, capabilities),
+/// a priority, limits (timeout, attempts), dependencies and a postcard input.
+///
+/// Built with chained methods, submitted with
+/// [`Orchestrator::submit`](crate::Orchestrator::submit), which assigns its
+/// [`TaskId`]:
+///
+/// ```
+/// use agentry::{Priority, Role, Task};
+/// use std::time::Duration;
+///
+/// let task = Task::new("fetch")
+///     .with_role(Role::Researcher)
+///     .requires("http")
+///     .with_priority(Priority::High)
+///     .with_timeout(Duration::from_secs(30))
+///     .with_max_attempts(3)
+///     .with_input(&"https://example.org")?;
+/// assert_eq!(task.kind(), "fetch");
+/// assert_eq!(task.input::<String>()?, "https://example.org");
+/// # Ok::<(), agentry::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Task {
+    pub(crate) id: TaskId,
+    kind: Box<str>,
+    input: Box<[u8]>,
+    pub(crate) role: Option<Role>,
+    /// Rarely set, so kept out of line to keep a queued task small.
+    pub(crate) extras: Option<Box<Extras>>,
+    pub(crate) priority: Priority,
+    pub(crate) attempt: u32,
+    pub(crate) max_attempts: u32,
+    /// The distributor's lane for the task's route, set at submit.
+    pub(crate) lane: u32,
+}
+
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Extras {
+    pub(crate) capabilities: Vec<String>,
+    pub(crate) dependencies: Vec<TaskId>,
+    pub(crate) timeout: Option<Duration>,
+}
+
+impl Task {
+    /// A task of this kind (a label for the agent: "fetch", "extract", ...),
+    /// for any agent, at [`Priority::Normal`], one attempt, no timeout.
+    pub fn new(kind: impl Into<String>) -> Task {
+        Task {
+            id: TaskId::from(0),
+            kind: kind.into().into_boxed_str(),
+            input: Box::default(),
+            role: None,
+            extras: None,
+            priority: Priority::Normal,
+            attempt: 0,
+            max_attempts: 1,
+            lane: 0,
+        }
+    }
+
+    fn extras_mut(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(Box::default)
+    }
+
+    /// Only agents of this role may run the task.
+    pub fn with_role(mut self, role: Role) -> Task {
+        self.role = Some(role);
+        self
+    }
+
+    /// The task's priority (default [`Priority::Normal`]).
+    pub fn with_priority(mut self, priority: Priority) -> Task {
+        self.priority = priority;
+        self
+    }
+
+    /// Only agents with this capability may run the task. May repeat: the
+    /// agent must have every capability named.
+    pub fn requires(mut self, capability: impl Into<String>) -> Task {
+        let capability = capability.into();
+        let capabilities = &mut self.extras_mut().capabilities;
+        if !capabilities.contains(&capability) {
+            capabilities.push(capability);
+        }
+        self
+    }
+
+    /// A run longer than this ends with [`TaskStatus::TimedOut`] at about
+    /// the deadline, whatever the agent is doing.
+    pub fn with_timeout(mut self, timeout: Duration) -> Task {
+        self.extras_mut().timeout = Some(timeout);
+        self
+    }
+
+    /// How many times the task may run in all (default 1: no retry). A
+    /// [`TaskError::retryable`] error or a panic runs it again while attempts
+    /// remain. A value of 0 is treated as 1.
+    pub fn with_max_attempts(mut self, attempts: u32) -> Task {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// The task starts only after `dependency` succeeded; if it fails, times
+    /// out or is cancelled, this task fails without running. May repeat.
+    pub fn after(mut self, dependency: TaskId) -> Task {
+        let dependencies = &mut self.extras_mut().dependencies;
+        if !dependencies.contains(&dependency) {
+            dependencies.push(dependency);
+        }
+        self
+    }
+
+    /// Sets the input the agent reads with [`Task::input`].
+    ///
+    /// # Errors
+    /// [`Error::Codec`] when `input` cannot be encoded with postcard.
+    pub fn with_input<T: Serialize + ?Sized>(mut self, input: &T) -> Result<Task> {
+        self.input = postcard::to_allocvec(input)?.into_boxed_slice();
+        Ok(self)
+    }
+
+    /// The id assigned by submit (`task-0` before it is submitted).
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+
+    /// The task's kind.
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// The task's priority.
+    pub fn priority(&self) -> Priority {
+        self.priority
+    }
+
+    /// The role required, if any.
+    pub fn role(&self) -> Option<&Role> {
+        self.role.as_ref()
+    }
+
+    /// The capabilities required.
+    pub fn capabilities(&self) -> &[String] {
+        self.extras
+            .as_ref()
+            .map_or(&[][..], |e| e.capabilities.as_slice())
+    }
+
+    /// The tasks this one waits for.
+    pub fn dependencies(&self) -> &[TaskId] {
+        self.extras
+            .as_ref()
+            .map_or(&[][..], |e| e.dependencies.as_slice())
+    }
+
+    /// The task's timeout, if any.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.extras.as_ref().and_then(|e| e.timeout)
+    }
+
+    /// Which attempt this run is: 1 on the first run, 2 on the first retry.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// How many attempts the task may have in all.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// Decodes the input as a `T`.
+    ///
+    /// # Errors
+    /// [`Error::Codec`] when the input is not a postcard encoding of `T`.
+    pub fn input<T: DeserializeOwned>(&self) -> Result<T> {
+        Ok(postcard::from_bytes(&self.input)?)
+    }
+}
+
+impl fmt::Debug for Task {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Task")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("role", &self.role)
+            .field("capabilities", &self.capabilities())
+            .field("priority", &self.priority)
+            .field("attempt", &self.attempt)
+            .field("max_attempts", &self.max_attempts)
+            .field("dependencies", &self.dependencies())
+            .field("timeout", &self.timeout())
+            .field("input_len", &self.input.len())
+            .finish()
+    }
+}
+
+/// What a successful task returns: postcard bytes, read back with
+/// [`TaskResult::output`].
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Output(Box<[u8]>);
+
+impl Output {
+    /// No output (decodes as `()`).
+    pub fn empty() -> Output {
+        Output::default()
+    }
+
+    /// Encodes `value` as the output.
+    ///
+    /// # Errors
+    /// [`Error::Codec`] when `value` cannot be encoded with postcard.
+    pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Output> {
+        Ok(Output(postcard::to_allocvec(value)?.into_boxed_slice()))
+    }
+
+    /// Decodes the output as a `T`.
+    ///
+    /// # Errors
+    /// [`Error::Codec`] when the output is not a postcard encoding of `T`.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
+        Ok(postcard::from_bytes(&self.0)?)
+    }
+
+    /// The raw postcard bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Output {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Output({} bytes)", self.0.len())
+    }
+}
+
+/// Why an attempt failed, as the agent reports it.
+///
+/// A [`retryable`](TaskError::retryable) error runs the task again while
+/// attempts remain; a [`fatal`](TaskError::fatal) one fails it at once. Any
+/// agentry [`Error`] converts into a retryable `TaskError`, so `?` works
+/// inside [`Agent::execute`](crate::Agent::execute).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskError {
+    message: String,
+    retryable: bool,
+}
+
+impl TaskError {
+    /// A failure worth another attempt (a timeout upstream, a busy site).
+    pub fn retryable(message: impl Into<String>) -> TaskError {
+        TaskError {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+
+    /// A failure no retry can fix (malformed input).
+    pub fn fatal(message: impl Into<String>) -> TaskError {
+        TaskError {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Whether another attempt may succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.retryable
+    }
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for TaskError {}
+
+impl From<Error> for TaskError {
+    fn from(error: Error) -> TaskError {
+        TaskError::retryable(error.to_string())
+    }
+}
+
+/// Where a task is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TaskStatus {
+    /// Waiting for an agent (or for its dependencies).
+    Queued,
+    /// An agent is executing it.
+    Running,
+    /// Finished with an output.
+    Succeeded,
+    /// Failed on its last attempt, or a dependency failed.
+    Failed,
+    /// Cancelled before it started (or at shutdown).
+    Cancelled,
+    /// Ran past its timeout.
+    TimedOut,
+}
+
+impl TaskStatus {
+    /// Whether the task has finished (any status but queued and running).
+    pub fn is_finished(self) -> bool {
+        !matches!(self, TaskStatus::Queued | TaskStatus::Running)
+    }
+}
+
+/// The outcome of a finished task, kept by the orchestrator (see
+/// [`OrchestratorBuilder::result_retention`](crate::OrchestratorBuilder::result_retention)).
+#[derive(Clone, Debug)]
+pub struct TaskResult {
+    pub(crate) id: TaskId,
+    pub(crate) status: TaskStatus,
+    pub(crate) output: Option<Output>,
+    pub(crate) error: Option<String>,
+    pub(crate) attempts: u32,
+    pub(crate) agent: Option<AgentId>,
+    pub(crate) elapsed: Duration,
+}
+
+impl TaskResult {
+    pub(crate) fn failed(id: TaskId, status: TaskStatus, reason: String, attempts: u32) -> Self {
+        TaskResult {
+            id,
+            status,
+            output: None,
+            error: Some(reason),
+            attempts,
+            agent: None,
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    /// The task.
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+
+    /// How it ended.
+    pub fn status(&self) -> TaskStatus {
+        self.status
+    }
+
+    /// Whether it succeeded.
+    pub fn is_success(&self) -> bool {
+        self.status == TaskStatus::Succeeded
+    }
+
+    /// Decodes the output of a successful task.
+    ///
+    /// # Errors
+    /// [`Error::Codec`] when the output is not a postcard encoding of `T`;
+    /// [`Error::InvalidInput`] when the task did not succeed (the message
+    /// says why it failed).
+    pub fn output<T: DeserializeOwned>(&self) -> Result<T> {
+        match &self.output {
+            Some(output) => output.decode(),
+            None => Err(Error::InvalidInput(format!(
+                "{} has no output: it ended {:?}{}",
+                self.id,
+                self.status,
+                self.error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            ))),
+        }
+    }
+
+    /// The raw output of a successful task.
+    pub fn raw_output(&self) -> Option<&Output> {
+        self.output.as_ref()
+    }
+
+    /// Why the task did not succeed: the last attempt's error, or the
+    /// reason it was failed, cancelled or timed out.
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
+    /// How many attempts ran (0 when it never ran).
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// The agent that ran the last attempt.
+    pub fn agent(&self) -> Option<AgentId> {
+        self.agent
+    }
+
+    /// How long the last attempt ran (zero when it never ran).
+    pub fn elapsed(&self) -> Duration {
+        self.elapsed
+    }
+}

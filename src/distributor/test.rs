@@ -1,0 +1,69 @@
+use super::*;
+
+fn pool() -> Distributor {
+    // A spec with no agents: every task stays queued, so the distributor's
+    // bookkeeping can be checked without threads.
+    Distributor::new(
+        vec![SpecPool::new(Role::Researcher, vec!["http".into()])],
+        100,
+    )
+}
+
+fn submit(d: &mut Distributor, task: Task) -> TaskId {
+    let mut ids = Vec::new();
+    d.submit(vec![task], &mut ids, &mut Effects::default())
+        .unwrap();
+    ids[0]
+}
+
+#[test]
+fn ids_are_sequential_and_queues_count_by_priority() {
+    let mut d = pool();
+    let a = submit(&mut d, Task::new("a"));
+    let b = submit(&mut d, Task::new("b").with_priority(Priority::Critical));
+    let c = submit(
+        &mut d,
+        Task::new("c").with_role(Role::Researcher).requires("http"),
+    );
+    assert_eq!((a.get(), b.get(), c.get()), (1, 2, 3));
+    assert_eq!(d.queued(), [1, 0, 2, 0]);
+}
+
+#[test]
+fn close_cancels_queued_and_waiting_tasks_with_a_reason() {
+    let mut d = pool();
+    let queued = submit(&mut d, Task::new("queued"));
+    let waiting = submit(&mut d, Task::new("waiting").after(queued));
+    let mut fx = Effects::default();
+    d.close(&mut fx);
+    for id in [queued, waiting] {
+        let result = d.result(id).unwrap();
+        assert_eq!(result.status(), TaskStatus::Cancelled);
+        assert!(result.error().unwrap().contains("shut down"), "{result:?}");
+    }
+    assert_eq!(d.queued(), [0; 4]);
+    let mut ids = Vec::new();
+    assert!(matches!(
+        d.submit(vec![Task::new("late")], &mut ids, &mut fx),
+        Err(Error::ShutDown)
+    ));
+}
+
+#[test]
+fn cancel_removes_from_the_queue_and_fails_dependents() {
+    let mut d = pool();
+    let first = submit(&mut d, Task::new("first"));
+    let second = submit(&mut d, Task::new("second").after(first));
+    let mut fx = Effects::default();
+    assert!(d.cancel(first, "by test", &mut fx).unwrap());
+    assert_eq!(d.queued(), [0; 4]);
+    assert_eq!(d.result(first).unwrap().error(), Some("by test"));
+    let dependent = d.result(second).unwrap();
+    assert_eq!(dependent.status(), TaskStatus::Failed);
+    assert_eq!(
+        dependent.error(),
+        Some("dependency task-1 was cancelled: by test")
+    );
+    assert!(!d.cancel(first, "again", &mut fx).unwrap());
+    assert!(d.cancel(TaskId::from(99), "unknown", &mut fx).is_err());
+}

@@ -1,0 +1,176 @@
+//! Configuration of an orchestrator.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Orchestrator;
+use crate::agent::{Agent, AgentSpec};
+use crate::broker::DEFAULT_MAILBOX_CAPACITY;
+use crate::error::{Error, Result};
+use crate::ids::Role;
+use crate::memory::SharedMemory;
+
+/// Makes a fresh agent of one spec: at start, and later for replacements.
+pub(crate) type Factory = Arc<dyn Fn() -> Box<dyn Agent> + Send + Sync>;
+
+/// Default number of finished results kept.
+pub const DEFAULT_RESULT_RETENTION: usize = 1_000_000;
+/// Default lower bound of every spec's pool.
+pub const DEFAULT_MIN_AGENTS: usize = 2;
+/// Default upper bound of every spec's pool.
+pub const DEFAULT_MAX_AGENTS: usize = 20;
+/// Default time [`Orchestrator::shutdown`] waits for running tasks.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Configures and starts an [`Orchestrator`]; from
+/// [`Orchestrator::builder`].
+///
+/// Every [`agents`](Self::agents) or [`agents_with`](Self::agents_with) call
+/// adds an agent spec: a pool of agents of one role and one set of
+/// capabilities, made (and later remade) by its own factory.
+pub struct OrchestratorBuilder {
+    pub(crate) specs: Vec<(AgentSpec, Factory)>,
+    pub(crate) result_retention: usize,
+    pub(crate) min_agents: usize,
+    pub(crate) max_agents: usize,
+    pub(crate) mailbox_capacity: usize,
+    pub(crate) memory: Option<SharedMemory>,
+    pub(crate) shutdown_timeout: Duration,
+}
+
+impl Default for OrchestratorBuilder {
+    fn default() -> Self {
+        OrchestratorBuilder {
+            specs: Vec::new(),
+            result_retention: DEFAULT_RESULT_RETENTION,
+            min_agents: DEFAULT_MIN_AGENTS,
+            max_agents: DEFAULT_MAX_AGENTS,
+            mailbox_capacity: DEFAULT_MAILBOX_CAPACITY,
+            memory: None,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+        }
+    }
+}
+
+impl OrchestratorBuilder {
+    /// Adds a pool of `count` agents of `role`, without capabilities, each
+    /// made by `factory`.
+    pub fn agents<A, F>(self, role: Role, count: usize, factory: F) -> Self
+    where
+        A: Agent,
+        F: Fn() -> A + Send + Sync + 'static,
+    {
+        self.agents_with(AgentSpec::new(role).count(count), factory)
+    }
+
+    /// Adds a pool of agents as `spec` describes (role, count,
+    /// capabilities), each made by `factory`. Two specs of one role with
+    /// different capabilities are distinct pools.
+    pub fn agents_with<A, F>(mut self, spec: AgentSpec, factory: F) -> Self
+    where
+        A: Agent,
+        F: Fn() -> A + Send + Sync + 'static,
+    {
+        let factory: Factory = Arc::new(move || Box::new(factory()) as Box<dyn Agent>);
+        self.specs.push((spec, factory));
+        self
+    }
+
+    /// How many finished results are kept for [`Orchestrator::result`] and
+    /// [`Orchestrator::wait`]; the oldest are evicted first. Default
+    /// 1,000,000; must be at least 1.
+    pub fn result_retention(mut self, finished_results: usize) -> Self {
+        self.result_retention = finished_results;
+        self
+    }
+
+    /// The lower bound of every spec's pool (default 2). Auto-scaling never
+    /// shrinks a pool below it, nor below the pool's starting size.
+    pub fn min_agents(mut self, n: usize) -> Self {
+        self.min_agents = n;
+        self
+    }
+
+    /// The upper bound of every spec's pool (default 20): auto-scaling never
+    /// grows a pool past it (a spec may start with more; it is then never
+    /// grown).
+    pub fn max_agents(mut self, n: usize) -> Self {
+        self.max_agents = n;
+        self
+    }
+
+    /// The depth of every agent's mailbox (default 1,000; at least 1).
+    pub fn mailbox_capacity(mut self, n: usize) -> Self {
+        self.mailbox_capacity = n;
+        self
+    }
+
+    /// The shared memory the agents use (default: a new in-memory store).
+    pub fn memory(mut self, memory: SharedMemory) -> Self {
+        self.memory = Some(memory);
+        self
+    }
+
+    /// How long [`Orchestrator::shutdown`] waits for running tasks to finish
+    /// (default 30 s).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Starts the orchestrator: spawns every agent thread.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when no agent spec was added, a spec has 0
+    /// agents, `min_agents > max_agents`, the
+    /// retention or mailbox capacity is 0; [`Error::Io`] when a thread
+    /// cannot be spawned.
+    pub fn build(self) -> Result<Orchestrator> {
+        self.validate()?;
+        Orchestrator::start(self)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let invalid = |why: String| Err(Error::InvalidConfig(why));
+        if self.specs.is_empty() {
+            return invalid(
+                "no agents: add at least one spec with `agents` or `agents_with`".into(),
+            );
+        }
+        if self.min_agents > self.max_agents {
+            return invalid(format!(
+                "min_agents ({}) is greater than max_agents ({})",
+                self.min_agents, self.max_agents
+            ));
+        }
+        if self.result_retention == 0 {
+            return invalid("result_retention must be at least 1".into());
+        }
+        if self.mailbox_capacity == 0 {
+            return invalid("mailbox_capacity must be at least 1".into());
+        }
+        for (spec, _) in &self.specs {
+            if spec.count == 0 {
+                return invalid(format!("the {} spec has 0 agents", spec.role));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for OrchestratorBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OrchestratorBuilder")
+            .field(
+                "specs",
+                &self.specs.iter().map(|(s, _)| s).collect::<Vec<_>>(),
+            )
+            .field("result_retention", &self.result_retention)
+            .field("min_agents", &self.min_agents)
+            .field("max_agents", &self.max_agents)
+            .field("mailbox_capacity", &self.mailbox_capacity)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .finish()
+    }
+}

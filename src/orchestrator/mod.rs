@@ -1,0 +1,454 @@
+//! The seed's AGENT ORCHESTRATOR: builds the agent pools, accepts tasks,
+//! hands out results, reports status, shuts down cleanly.
+//!
+//! The orchestrator owns one [`Shared`] value that every agent thread and
+//! the monitor thread also hold: the distributor behind its mutex, the
+//! broker, the shared memory, the event channel. Work is handed out as
+//! described in the distributor's module; the monitor thread enforces task
+//! timeouts.
+
+mod builder;
+mod events;
+mod monitor;
+mod status;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::{Condvar, Mutex};
+
+use crate::agent::{AgentShared, runner};
+use crate::broker::{Control, Message, MessageBroker};
+use crate::distributor::{Distributor, Effects, SpecPool, Task, TaskResult};
+use crate::error::{Error, Missing, Result};
+use crate::ids::{AgentId, AgentState, TaskId};
+use crate::memory::SharedMemory;
+
+pub use builder::{
+    DEFAULT_MAX_AGENTS, DEFAULT_MIN_AGENTS, DEFAULT_RESULT_RETENTION, DEFAULT_SHUTDOWN_TIMEOUT,
+    OrchestratorBuilder,
+};
+pub use events::Event;
+use monitor::Monitor;
+pub use status::{AgentStatus, QueueDepths, StatusReport, TaskTotals};
+
+/// The sender id of messages from the orchestrator itself; agents are
+/// numbered from 1.
+pub const ORCHESTRATOR_ID: AgentId = AgentId::new(0);
+
+const EVENT_CAPACITY: usize = 4_096;
+
+/// What the orchestrator, its agents and its monitor share.
+pub(crate) struct Shared {
+    pub(crate) distributor: Mutex<Distributor>,
+    results_ready: Condvar,
+    pub(crate) broker: MessageBroker,
+    pub(crate) memory: SharedMemory,
+    events: Sender<Event>,
+    events_dropped: AtomicU64,
+    monitor: Monitor,
+    started: Instant,
+}
+
+impl Shared {
+    /// Nanoseconds since start: the heartbeat clock.
+    pub(crate) fn clock(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    pub(crate) fn submit(&self, task: Task) -> Result<TaskId> {
+        let mut ids = Vec::with_capacity(1);
+        self.submit_all(vec![task], &mut ids)?;
+        Ok(ids[0])
+    }
+
+    pub(crate) fn submit_all(&self, tasks: Vec<Task>, ids: &mut Vec<TaskId>) -> Result<()> {
+        let mut fx = Effects::default();
+        let submitted = self.distributor.lock().submit(tasks, ids, &mut fx);
+        self.apply(&mut fx);
+        submitted
+    }
+
+    /// Carries out what the distributor decided under its lock: wakes the
+    /// agents handed work, emits events, wakes result waiters.
+    pub(crate) fn apply(&self, fx: &mut Effects) {
+        for agent in fx.wake.drain(..) {
+            // A refused wake-up is harmless: a full mailbox means the agent
+            // is awake and looks at its batch after every message.
+            let _ = self
+                .broker
+                .deliver(agent.id, Message::assignment(ORCHESTRATOR_ID));
+        }
+        for event in fx.events.drain(..) {
+            self.emit(event);
+        }
+        if fx.notify {
+            fx.notify = false;
+            self.results_ready.notify_all();
+        }
+    }
+
+    pub(crate) fn emit(&self, event: Event) {
+        if self.events.try_send(event).is_err() {
+            self.events_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn watch_deadline(
+        &self,
+        task: TaskId,
+        agent: &Arc<AgentShared>,
+        attempt: u32,
+        timeout: Duration,
+    ) {
+        self.monitor.watch(task, agent, attempt, timeout);
+    }
+}
+
+/// Runs agents and routes tasks to them: the front door of agentry.
+///
+/// Build one with [`Orchestrator::builder`], giving each pool of agents a
+/// role (and capabilities) and a factory; submit [`Task`]s; read their
+/// [`TaskResult`]s.
+///
+/// ```
+/// use agentry::{AgentContext, Orchestrator, Output, Priority, Role, Task, TaskError};
+/// use std::time::Duration;
+///
+/// let orchestrator = Orchestrator::builder()
+///     .agents(Role::Extractor, 4, || {
+///         |task: &Task, _ctx: &AgentContext| -> Result<Output, TaskError> {
+///             let page: String = task.input()?;
+///             Ok(Output::encode(&page.matches('@').count())?)
+///         }
+///     })
+///     .build()?;
+///
+/// let id = orchestrator.submit(
+///     Task::new("count-emails")
+///         .with_role(Role::Extractor)
+///         .with_priority(Priority::High)
+///         .with_input(&"ann@example.org, bob@example.org")?,
+/// )?;
+/// let result = orchestrator.wait(id, Duration::from_secs(10))?;
+/// assert_eq!(result.output::<usize>()?, 2);
+/// orchestrator.shutdown()?;
+/// # Ok::<(), agentry::Error>(())
+/// ```
+pub struct Orchestrator {
+    shared: Arc<Shared>,
+    events: Receiver<Event>,
+    threads: Vec<(AgentId, JoinHandle<()>)>,
+    exited: Receiver<AgentId>,
+    monitor: Option<JoinHandle<()>>,
+    shutdown_timeout: Duration,
+    shut_down: bool,
+}
+
+impl Orchestrator {
+    /// A builder with every default.
+    pub fn builder() -> OrchestratorBuilder {
+        OrchestratorBuilder::default()
+    }
+
+    fn start(config: OrchestratorBuilder) -> Result<Orchestrator> {
+        let broker = MessageBroker::builder()
+            .mailbox_capacity(config.mailbox_capacity)
+            .build()?;
+        let (events_tx, events_rx) = crossbeam_channel::bounded(EVENT_CAPACITY);
+        let (monitor, monitor_inbox) = Monitor::new();
+        let pools = config
+            .specs
+            .iter()
+            .map(|(spec, _)| SpecPool::new(spec.role.clone(), spec.capabilities.clone()))
+            .collect();
+        let shared = Arc::new(Shared {
+            distributor: Mutex::new(Distributor::new(pools, config.result_retention)),
+            results_ready: Condvar::new(),
+            broker,
+            memory: config.memory.unwrap_or_else(SharedMemory::in_memory),
+            events: events_tx,
+            events_dropped: AtomicU64::new(0),
+            monitor,
+            started: Instant::now(),
+        });
+        let (exited_tx, exited) = crossbeam_channel::unbounded();
+        let mut orchestrator = Orchestrator {
+            shared: Arc::clone(&shared),
+            events: events_rx,
+            threads: Vec::new(),
+            exited,
+            monitor: None,
+            shutdown_timeout: config.shutdown_timeout,
+            shut_down: false,
+        };
+        orchestrator.monitor = Some(Monitor::spawn(Arc::clone(&shared), monitor_inbox)?);
+        let mut next_id = 1u64;
+        for (index, (spec, factory)) in config.specs.iter().enumerate() {
+            for n in 0..spec.count {
+                let id = AgentId::from(next_id);
+                next_id += 1;
+                let agent = Arc::new(AgentShared::new(id, spec.role.clone(), index));
+                shared.distributor.lock().specs[index]
+                    .agents
+                    .push(Arc::clone(&agent));
+                let mailbox = shared.broker.register_with_role(id, spec.role.clone())?;
+                let (factory, agent_shared, exited) =
+                    (Arc::clone(factory), Arc::clone(&shared), exited_tx.clone());
+                let handle = thread::Builder::new()
+                    .name(format!("agentry-{}-{}", spec.role, n + 1))
+                    .spawn(move || {
+                        runner::run(factory(), mailbox, agent, Arc::clone(&agent_shared));
+                        agent_shared.emit(Event::AgentStopped { agent: id });
+                        let _ = exited.send(id);
+                    })?;
+                shared.emit(Event::AgentSpawned {
+                    agent: id,
+                    role: spec.role.clone(),
+                });
+                orchestrator.threads.push((id, handle));
+            }
+        }
+        Ok(orchestrator)
+    }
+
+    /// Submits a task and returns its id.
+    ///
+    /// # Errors
+    /// * [`Error::NoAgentForTask`] when no agent spec has the task's role and
+    ///   every capability it requires.
+    /// * [`Error::NotFound`] when a dependency names a task that was never
+    ///   submitted (or whose result was evicted). A dependency that already
+    ///   failed is not an error: the task gets a failed result.
+    /// * [`Error::ShutDown`] after shutdown began.
+    pub fn submit(&self, task: Task) -> Result<TaskId> {
+        self.shared.submit(task)
+    }
+
+    /// Submits many tasks under one round of locking; returns their ids in
+    /// order. All are accepted, or none.
+    ///
+    /// # Errors
+    /// As [`Orchestrator::submit`], for the first task refused.
+    pub fn submit_batch(&self, tasks: impl IntoIterator<Item = Task>) -> Result<Vec<TaskId>> {
+        let tasks: Vec<Task> = tasks.into_iter().collect();
+        let mut ids = Vec::with_capacity(tasks.len());
+        self.shared.submit_all(tasks, &mut ids)?;
+        Ok(ids)
+    }
+
+    /// The result of a finished task; `None` while it is queued or running
+    /// (or when it is unknown or its result was evicted).
+    pub fn result(&self, id: TaskId) -> Option<TaskResult> {
+        self.shared.distributor.lock().result(id).cloned()
+    }
+
+    /// Waits at most `timeout` for a task to finish and returns its result.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] when it has not finished in time;
+    /// [`Error::NotFound`] when `id` was never submitted or its result was
+    /// evicted.
+    pub fn wait(&self, id: TaskId, timeout: Duration) -> Result<TaskResult> {
+        let deadline = Instant::now() + timeout;
+        let mut distributor = self.shared.distributor.lock();
+        loop {
+            if let Some(result) = distributor.result(id) {
+                return Ok(result.clone());
+            }
+            if !distributor.is_live(id) {
+                return Err(Error::NotFound {
+                    what: Missing::Task(id),
+                });
+            }
+            distributor.waiters += 1;
+            let timed_out = self
+                .shared
+                .results_ready
+                .wait_until(&mut distributor, deadline)
+                .timed_out();
+            distributor.waiters -= 1;
+            if timed_out {
+                return distributor.result(id).cloned().ok_or(Error::Timeout);
+            }
+        }
+    }
+
+    /// Cancels a task that has not started: queued, waiting for its
+    /// dependencies, or handed to an agent but not begun. Its result becomes
+    /// [`TaskStatus::Cancelled`](crate::TaskStatus::Cancelled), and tasks
+    /// depending on it fail. `Ok(false)` when it already started or finished.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when `id` was never submitted.
+    pub fn cancel(&self, id: TaskId) -> Result<bool> {
+        let mut fx = Effects::default();
+        let cancelled =
+            self.shared
+                .distributor
+                .lock()
+                .cancel(id, "cancelled by the application", &mut fx);
+        self.shared.apply(&mut fx);
+        cancelled
+    }
+
+    /// A snapshot of agents, queues, totals and throughput.
+    pub fn status(&self) -> StatusReport {
+        let distributor = self.shared.distributor.lock();
+        let agents: Vec<AgentStatus> = distributor
+            .specs
+            .iter()
+            .flat_map(|pool| pool.agents.iter().map(move |a| (pool, a)))
+            .filter(|(_, a)| a.state() != AgentState::Stopped)
+            .map(|(pool, agent)| {
+                let m = agent.metrics.snapshot();
+                let current = agent.current.load(Ordering::Relaxed);
+                AgentStatus {
+                    id: agent.id,
+                    role: agent.role.clone(),
+                    capabilities: pool.capabilities.clone(),
+                    state: agent.state(),
+                    tasks: m.executed,
+                    succeeded: m.succeeded,
+                    failed: m.failed,
+                    success_rate: m.success_rate(),
+                    mean_time: m.mean,
+                    p99_time: m.p99,
+                    current_task: (current != 0).then(|| TaskId::from(current)),
+                }
+            })
+            .collect();
+        let t = distributor.totals;
+        let totals = TaskTotals {
+            submitted: t.submitted,
+            succeeded: t.succeeded,
+            failed: t.failed,
+            cancelled: t.cancelled,
+            timed_out: t.timed_out,
+            retried: t.retried,
+            late_results: t.late_results,
+        };
+        let uptime = self.shared.started.elapsed();
+        StatusReport {
+            running: agents.iter().filter(|a| a.current_task.is_some()).count(),
+            agents,
+            queues: QueueDepths::from_ranks(distributor.queued()),
+            waiting_on_dependencies: distributor.waiting_on_dependencies(),
+            throughput: totals.finished() as f64 / uptime.as_secs_f64().max(1e-9),
+            totals,
+            uptime,
+            events_dropped: self.shared.events_dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The shared memory the agents use.
+    pub fn memory(&self) -> &SharedMemory {
+        &self.shared.memory
+    }
+
+    /// The message broker; every agent has a mailbox in it, registered with
+    /// its role.
+    pub fn broker(&self) -> &MessageBroker {
+        &self.shared.broker
+    }
+
+    /// Events about agents and tasks, as they happen.
+    pub fn events(&self) -> &Receiver<Event> {
+        &self.events
+    }
+
+    /// Whether this instance may dispatch: always `true` while no leader
+    /// election is configured.
+    pub fn is_leader(&self) -> bool {
+        true
+    }
+
+    /// Shuts down gracefully: stops accepting tasks, cancels every task that
+    /// has not started (its result says why), lets running tasks finish for
+    /// at most the shutdown timeout, and joins every thread. Dropping the
+    /// orchestrator does the same.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] when some agents were still running a task at the
+    /// timeout: their threads are left to end on their own, their tasks'
+    /// results are lost with them.
+    pub fn shutdown(mut self) -> Result<()> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        if self.shut_down {
+            return Ok(());
+        }
+        self.shut_down = true;
+        let mut fx = Effects::default();
+        let agents: Vec<Arc<AgentShared>> = {
+            let mut distributor = self.shared.distributor.lock();
+            distributor.close(&mut fx);
+            distributor
+                .specs
+                .iter()
+                .flat_map(|s| s.agents.iter().cloned())
+                .collect()
+        };
+        self.shared.apply(&mut fx);
+        for agent in &agents {
+            agent.stop.store(true, Ordering::Relaxed);
+            let _ = self
+                .shared
+                .broker
+                .send_control(ORCHESTRATOR_ID, agent.id, Control::Stop);
+        }
+        let deadline = Instant::now() + self.shutdown_timeout;
+        let mut exited = std::collections::HashSet::new();
+        while exited.len() < self.threads.len() {
+            match self.exited.recv_deadline(deadline) {
+                Ok(id) => {
+                    exited.insert(id);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut stuck = Vec::new();
+        for (id, handle) in self.threads.drain(..) {
+            // An agent that said it exited is past its last step: joining
+            // it cannot wait long.
+            if exited.contains(&id) {
+                let _ = handle.join();
+            } else {
+                stuck.push(id);
+            }
+            let _ = self.shared.broker.unregister(id);
+        }
+        self.shared.monitor.stop();
+        if let Some(monitor) = self.monitor.take() {
+            let _ = monitor.join();
+        }
+        if stuck.is_empty() {
+            Ok(())
+        } else {
+            tracing::warn!(?stuck, "agents still running at the shutdown timeout");
+            Err(Error::Timeout)
+        }
+    }
+}
+
+impl Drop for Orchestrator {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            tracing::warn!(error = %e, "orchestrator shutdown on drop");
+        }
+    }
+}
+
+impl std::fmt::Debug for Orchestrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Orchestrator")
+            .field("agents", &self.threads.len())
+            .field("shut_down", &self.shut_down)
+            .finish()
+    }
+}
