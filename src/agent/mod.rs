@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 
@@ -251,6 +252,11 @@ impl AgentShared {
     }
 
     pub(crate) fn beat(&self, shared: &Shared) {
-        self.heartbeat.store(shared.clock(), Ordering::Relaxed);
+        self.beat_at(shared, Instant::now());
+    }
+
+    /// A heartbeat at a time the caller has read already.
+    pub(crate) fn beat_at(&self, shared: &Shared, at: Instant) {
+        self.heartbeat.store(shared.clock_at(at), Ordering::Relaxed);
     }
 }

@@ -85,12 +85,12 @@ impl Runner {
             let next = self.me.batch.lock().tasks.pop_front();
             match next {
                 Some(task) => {
-                    let finished = self.execute(task);
+                    let (finished, ended) = self.execute(task);
                     self.unreported.push(finished);
-                    let first = *self.first_unreported.get_or_insert_with(Instant::now);
+                    let first = *self.first_unreported.get_or_insert(ended);
                     if !self.me.quick.load(Ordering::Relaxed)
                         || self.unreported.len() >= MAX_UNREPORTED
-                        || first.elapsed() >= REPORT_WITHIN
+                        || ended.duration_since(first) >= REPORT_WITHIN
                     {
                         self.report();
                     }
@@ -109,20 +109,22 @@ impl Runner {
         }
     }
 
-    fn execute(&mut self, mut task: Task) -> Finished {
+    /// Runs one attempt; returns its report and when it ended.
+    fn execute(&mut self, mut task: Task) -> (Finished, Instant) {
         task.attempt += 1;
         self.me.set_state(AgentState::Busy);
         self.me.current.store(task.id.get(), Ordering::Release);
-        self.me.beat(&self.shared);
+        let started = Instant::now();
+        self.me.beat_at(&self.shared, started);
         if let Some(timeout) = task.timeout() {
             self.shared
                 .watch_deadline(task.id, &self.me, task.attempt, timeout);
         }
-        let started = Instant::now();
         let outcome = catch_unwind(AssertUnwindSafe(|| self.agent.execute(&task, &self.ctx)));
-        let elapsed = started.elapsed();
+        let ended = Instant::now();
+        let elapsed = ended.duration_since(started);
         self.me.current.store(0, Ordering::Release);
-        self.me.beat(&self.shared);
+        self.me.beat_at(&self.shared, ended);
         let outcome = outcome.unwrap_or_else(|payload| {
             let reason = format!("agent panicked: {}", panic_message(payload.as_ref()));
             tracing::warn!(agent = %self.me.id, task = %task.id, %reason);
@@ -135,12 +137,13 @@ impl Runner {
         });
         self.me.metrics.record(elapsed, outcome.is_ok());
         self.me.quick.store(elapsed < QUICK, Ordering::Relaxed);
-        Finished {
+        let finished = Finished {
             task,
             agent: self.me.id,
             outcome,
             elapsed,
-        }
+        };
+        (finished, ended)
     }
 
     /// Reports the gathered results.
@@ -154,6 +157,7 @@ impl Runner {
             for finished in self.unreported.drain(..) {
                 distributor.finish(finished, &mut self.fx);
             }
+            distributor.publish();
         }
         self.shared.apply(&mut self.fx);
     }
@@ -167,6 +171,7 @@ impl Runner {
             for finished in self.unreported.drain(..) {
                 distributor.finish(finished, &mut self.fx);
             }
+            distributor.publish();
             distributor.next_batch(&self.me)
         };
         self.shared.apply(&mut self.fx);

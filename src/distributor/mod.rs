@@ -28,6 +28,7 @@
 //! distributor, then an agent's batch.
 
 mod idmap;
+mod results;
 mod task;
 
 use std::collections::{HashMap, VecDeque};
@@ -42,6 +43,7 @@ use crate::ids::{AgentId, AgentState, Priority, Role, TaskId};
 use crate::orchestrator::Event;
 
 pub(crate) use idmap::IdMap;
+pub(crate) use results::{Results, Waited};
 pub use task::{Output, Task, TaskError, TaskResult, TaskStatus};
 
 /// The most tasks handed to one agent at once.
@@ -88,21 +90,13 @@ struct RouteKey {
     capabilities: Vec<String>,
 }
 
-/// A task that is not finished.
+/// A task that is not finished: where it is follows from which structure
+/// holds it (a lane queue, `waiting`, an agent's batch, or an agent running
+/// it), so the hot path never updates this entry between submit and finish.
+#[derive(Default)]
 struct Live {
-    place: Place,
     /// Tasks waiting for this one.
     dependents: Vec<TaskId>,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Place {
-    /// In its lane's queue.
-    Queued,
-    /// Waiting for dependencies, in `waiting`.
-    Waiting,
-    /// In an agent's batch or running.
-    Assigned,
 }
 
 struct Waiting {
@@ -118,13 +112,11 @@ pub(crate) struct Finished {
     pub(crate) elapsed: Duration,
 }
 
-/// What to do once the lock is released: wake agents, emit events, notify
-/// waiters.
+/// What to do once the lock is released: wake agents, emit events.
 #[derive(Default)]
 pub(crate) struct Effects {
     pub(crate) wake: Vec<Arc<AgentShared>>,
     pub(crate) events: Vec<Event>,
-    pub(crate) notify: bool,
 }
 
 /// Counts since the orchestrator started.
@@ -148,34 +140,32 @@ pub(crate) struct Distributor {
     routes: HashMap<RouteKey, usize>,
     live: IdMap<TaskId, Live>,
     waiting: IdMap<TaskId, Waiting>,
-    results: IdMap<TaskId, TaskResult>,
-    finished_order: VecDeque<TaskId>,
-    retention: usize,
+    results: Arc<Results>,
+    /// Results recorded by the current operation, published before the
+    /// distributor's lock is released.
+    unpublished: Vec<TaskResult>,
     queued: [usize; 4],
     /// Agents holding a counted batch, by priority rank.
     batched: [usize; 4],
     next_id: u64,
     accepting: bool,
-    pub(crate) waiters: usize,
     pub(crate) totals: Totals,
 }
 
 impl Distributor {
-    pub(crate) fn new(specs: Vec<SpecPool>, retention: usize) -> Distributor {
+    pub(crate) fn new(specs: Vec<SpecPool>, results: Arc<Results>) -> Distributor {
         Distributor {
             specs,
             lanes: Vec::new(),
             routes: HashMap::new(),
             live: IdMap::default(),
             waiting: IdMap::default(),
-            results: IdMap::default(),
-            finished_order: VecDeque::new(),
-            retention,
+            results,
+            unpublished: Vec::new(),
             queued: [0; 4],
             batched: [0; 4],
             next_id: 1,
             accepting: true,
-            waiters: 0,
             totals: Totals::default(),
         }
     }
@@ -260,7 +250,7 @@ impl Distributor {
                 }
             };
             for &dependency in task.dependencies() {
-                if !self.live.contains_key(&dependency) && !self.results.contains_key(&dependency) {
+                if !self.live.contains_key(&dependency) && self.outcome(dependency).is_none() {
                     return Err(Error::NotFound {
                         what: Missing::Task(dependency),
                     });
@@ -270,6 +260,7 @@ impl Distributor {
             routed.push(task);
         }
         ids.reserve(routed.len());
+        self.live.reserve(routed.len());
         for mut task in routed {
             let id = TaskId::from(self.next_id);
             self.next_id += 1;
@@ -283,6 +274,7 @@ impl Distributor {
                 .unwrap_or_default();
             self.admit(task, &dependencies, fx);
         }
+        self.publish();
         Ok(())
     }
 
@@ -290,20 +282,13 @@ impl Distributor {
     /// fails it at once when one of them has failed.
     fn admit(&mut self, task: Task, dependencies: &[TaskId], fx: &mut Effects) {
         let id = task.id;
-        let failed = dependencies.iter().find_map(|d| {
-            self.results
-                .get(d)
-                .filter(|r| !r.is_success())
-                .map(|r| dependency_failure(*d, r.status, r.error()))
+        let failed = dependencies.iter().find_map(|&d| {
+            self.outcome(d)
+                .filter(|(status, _)| *status != TaskStatus::Succeeded)
+                .map(|(status, error)| dependency_failure(d, status, error.as_deref()))
         });
         if let Some(reason) = failed {
-            self.live.insert(
-                id,
-                Live {
-                    place: Place::Waiting,
-                    dependents: Vec::new(),
-                },
-            );
+            self.live.insert(id, Live::default());
             self.complete(TaskResult::failed(id, TaskStatus::Failed, reason, 0), fx);
             return;
         }
@@ -314,23 +299,10 @@ impl Distributor {
                 remaining += 1;
             }
         }
+        self.live.insert(id, Live::default());
         if remaining > 0 {
-            self.live.insert(
-                id,
-                Live {
-                    place: Place::Waiting,
-                    dependents: Vec::new(),
-                },
-            );
             self.waiting.insert(id, Waiting { task, remaining });
         } else {
-            self.live.insert(
-                id,
-                Live {
-                    place: Place::Queued,
-                    dependents: Vec::new(),
-                },
-            );
             self.enqueue(task, fx);
         }
     }
@@ -340,7 +312,6 @@ impl Distributor {
         let lane = task.lane as usize;
         let priority = task.priority;
         if let Some(agent) = self.take_idle(lane) {
-            self.set_place(task.id, Place::Assigned);
             let mut batch = agent.batch.lock();
             batch.tasks.push_back(task);
             if batch.counted.is_none() {
@@ -351,17 +322,10 @@ impl Distributor {
             fx.wake.push(agent);
             return;
         }
-        self.set_place(task.id, Place::Queued);
         self.lanes[lane].queues[priority.rank()].push_back(task);
         self.queued[priority.rank()] += 1;
         if self.batched[priority.rank() + 1..].iter().any(|&n| n > 0) {
             self.take_back_batches_below(priority);
-        }
-    }
-
-    fn set_place(&mut self, id: TaskId, place: Place) {
-        if let Some(live) = self.live.get_mut(&id) {
-            live.place = place;
         }
     }
 
@@ -404,7 +368,6 @@ impl Distributor {
                 let tasks = mem::take(&mut batch.tasks);
                 drop(batch);
                 for task in tasks.into_iter().rev() {
-                    self.set_place(task.id, Place::Queued);
                     self.queued[task.priority.rank()] += 1;
                     self.lanes[task.lane as usize].queues[task.priority.rank()].push_front(task);
                 }
@@ -452,9 +415,6 @@ impl Distributor {
                 let Some(task) = self.lanes[lane].queues[rank].pop_front() else {
                     break;
                 };
-                if let Some(live) = self.live.get_mut(&task.id) {
-                    live.place = Place::Assigned;
-                }
                 batch.tasks.push_back(task);
             }
             self.queued[rank] -= batch.tasks.len();
@@ -471,47 +431,49 @@ impl Distributor {
         false
     }
 
-    /// Records what an agent reports: results, retries, failures.
+    /// Records what an agent reports: results, retries, failures. The agent
+    /// calls [`Distributor::publish`] after its last report.
     pub(crate) fn finish(&mut self, done: Finished, fx: &mut Effects) {
         let id = done.task.id;
-        if !self.live.contains_key(&id) {
-            self.totals.late_results += 1;
-            return;
-        }
-        match done.outcome {
+        let ended = match done.outcome {
             Ok(output) => self.complete(
-                TaskResult {
+                TaskResult::ran(
                     id,
-                    status: TaskStatus::Succeeded,
-                    output: Some(output),
-                    error: None,
-                    attempts: done.task.attempt,
-                    agent: Some(done.agent),
-                    elapsed: done.elapsed,
-                },
+                    TaskStatus::Succeeded,
+                    Ok(output),
+                    done.task.attempt,
+                    done.agent,
+                    done.elapsed,
+                ),
                 fx,
             ),
             Err(error) if error.is_retryable() && done.task.attempt < done.task.max_attempts => {
-                self.totals.retried += 1;
-                fx.events.push(Event::TaskRetried {
-                    task: id,
-                    attempt: done.task.attempt,
-                    error: error.message().to_owned(),
-                });
-                self.enqueue(done.task, fx);
+                let live = self.live.contains_key(&id);
+                if live {
+                    self.totals.retried += 1;
+                    fx.events.push(Event::TaskRetried {
+                        task: id,
+                        attempt: done.task.attempt,
+                        error: error.message().to_owned(),
+                    });
+                    self.enqueue(done.task, fx);
+                }
+                live
             }
             Err(error) => self.complete(
-                TaskResult {
+                TaskResult::ran(
                     id,
-                    status: TaskStatus::Failed,
-                    output: None,
-                    error: Some(error.message().to_owned()),
-                    attempts: done.task.attempt,
-                    agent: Some(done.agent),
-                    elapsed: done.elapsed,
-                },
+                    TaskStatus::Failed,
+                    Err(error.message().to_owned()),
+                    done.task.attempt,
+                    done.agent,
+                    done.elapsed,
+                ),
                 fx,
             ),
+        };
+        if !ended {
+            self.totals.late_results += 1;
         }
     }
 
@@ -533,60 +495,70 @@ impl Distributor {
             agent: agent.id,
         });
         self.complete(
-            TaskResult {
+            TaskResult::ran(
                 id,
-                status: TaskStatus::TimedOut,
-                output: None,
-                error: Some(format!("timed out after {timeout:?} on {}", agent.id)),
-                attempts: attempt,
-                agent: Some(agent.id),
-                elapsed: timeout,
-            },
+                TaskStatus::TimedOut,
+                Err(format!("timed out after {timeout:?} on {}", agent.id)),
+                attempt,
+                agent.id,
+                timeout,
+            ),
             fx,
         );
+        self.publish();
     }
 
-    /// Records a final result and settles the tasks waiting on it: released
-    /// when it succeeded, failed (with the reason) otherwise.
-    fn complete(&mut self, result: TaskResult, fx: &mut Effects) {
-        let mut pending = vec![result];
-        while let Some(result) = pending.pop() {
-            let id = result.id;
-            let dependents = self
-                .live
-                .remove(&id)
-                .map(|live| live.dependents)
-                .unwrap_or_default();
-            let success = result.is_success();
-            let reason = (!success).then(|| dependency_failure(id, result.status, result.error()));
-            self.record(result);
-            fx.notify |= self.waiters > 0;
+    /// Records the final result of a live task and settles the tasks
+    /// waiting on it: released when it succeeded, failed (with the reason)
+    /// otherwise. `false`, and nothing recorded, when the task is not live:
+    /// it has ended already.
+    fn complete(&mut self, result: TaskResult, fx: &mut Effects) -> bool {
+        let Some(live) = self.live.remove(&result.id) else {
+            return false;
+        };
+        let mut failed_dependents = Vec::new();
+        self.settle(result, live.dependents, &mut failed_dependents, fx);
+        while let Some(result) = failed_dependents.pop() {
+            if let Some(live) = self.live.remove(&result.id) {
+                self.settle(result, live.dependents, &mut failed_dependents, fx);
+            }
+        }
+        true
+    }
+
+    fn settle(
+        &mut self,
+        result: TaskResult,
+        dependents: Vec<TaskId>,
+        failed_dependents: &mut Vec<TaskResult>,
+        fx: &mut Effects,
+    ) {
+        if result.is_success() {
             for dependent in dependents {
-                match &reason {
-                    None => {
-                        let ready = self.waiting.get_mut(&dependent).is_some_and(|w| {
-                            w.remaining -= 1;
-                            w.remaining == 0
-                        });
-                        if ready {
-                            if let Some(waiting) = self.waiting.remove(&dependent) {
-                                self.enqueue(waiting.task, fx);
-                            }
-                        }
-                    }
-                    Some(reason) => {
-                        if self.waiting.remove(&dependent).is_some() {
-                            pending.push(TaskResult::failed(
-                                dependent,
-                                TaskStatus::Failed,
-                                reason.clone(),
-                                0,
-                            ));
-                        }
+                let ready = self.waiting.get_mut(&dependent).is_some_and(|w| {
+                    w.remaining -= 1;
+                    w.remaining == 0
+                });
+                if ready {
+                    if let Some(waiting) = self.waiting.remove(&dependent) {
+                        self.enqueue(waiting.task, fx);
                     }
                 }
             }
+        } else if !dependents.is_empty() {
+            let reason = dependency_failure(result.id, result.status, result.error());
+            for dependent in dependents {
+                if self.waiting.remove(&dependent).is_some() {
+                    failed_dependents.push(TaskResult::failed(
+                        dependent,
+                        TaskStatus::Failed,
+                        reason.clone(),
+                        0,
+                    ));
+                }
+            }
         }
+        self.record(result);
     }
 
     fn record(&mut self, result: TaskResult) {
@@ -598,21 +570,22 @@ impl Distributor {
             TaskStatus::TimedOut => totals.timed_out += 1,
             TaskStatus::Queued | TaskStatus::Running => {}
         }
-        self.finished_order.push_back(result.id);
-        self.results.insert(result.id, result);
-        while self.results.len() > self.retention {
-            match self.finished_order.pop_front() {
-                Some(oldest) => {
-                    self.results.remove(&oldest);
-                }
-                None => break,
-            }
-        }
+        self.unpublished.push(result);
     }
 
-    /// The result of a finished task, if still retained.
-    pub(crate) fn result(&self, id: TaskId) -> Option<&TaskResult> {
-        self.results.get(&id)
+    /// Publishes the results recorded so far. Every operation that can
+    /// finish a task calls it before the distributor's lock is released.
+    pub(crate) fn publish(&mut self) {
+        self.results.publish(&mut self.unpublished);
+    }
+
+    /// The status and error of a finished task, published or not.
+    fn outcome(&self, id: TaskId) -> Option<(TaskStatus, Option<String>)> {
+        self.unpublished
+            .iter()
+            .find(|r| r.id == id)
+            .map(|r| (r.status, r.error().map(str::to_owned)))
+            .or_else(|| self.results.outcome(id))
     }
 
     /// Whether `id` was submitted and has not finished.
@@ -628,29 +601,29 @@ impl Distributor {
     /// Cancels a task that has not started. `Ok(false)` when it has started
     /// or finished.
     pub(crate) fn cancel(&mut self, id: TaskId, reason: &str, fx: &mut Effects) -> Result<bool> {
-        let Some(place) = self.live.get(&id).map(|l| l.place) else {
+        if !self.live.contains_key(&id) {
             return if self.was_assigned(id) {
+                // Finished (or its result evicted): too late to cancel.
                 Ok(false)
             } else {
                 Err(Error::NotFound {
                     what: Missing::Task(id),
                 })
             };
-        };
-        let removed = match place {
-            Place::Waiting => self.waiting.remove(&id).is_some(),
-            Place::Queued => self.remove_queued(id),
-            Place::Assigned => self.specs.iter().flat_map(|s| &s.agents).any(|agent| {
+        }
+        let removed = self.waiting.remove(&id).is_some()
+            || self.remove_queued(id)
+            || self.specs.iter().flat_map(|s| &s.agents).any(|agent| {
                 let mut batch = agent.batch.lock();
                 let position = batch.tasks.iter().position(|t| t.id == id);
                 position.and_then(|p| batch.tasks.remove(p)).is_some()
-            }),
-        };
+            });
         if removed {
             self.complete(
                 TaskResult::failed(id, TaskStatus::Cancelled, reason.to_owned(), 0),
                 fx,
             );
+            self.publish();
         }
         Ok(removed)
     }
@@ -690,13 +663,12 @@ impl Distributor {
         unstarted.extend(self.waiting.drain().map(|(id, _)| id));
         unstarted.sort_unstable();
         for id in unstarted {
-            if self.live.contains_key(&id) {
-                self.complete(
-                    TaskResult::failed(id, TaskStatus::Cancelled, reason.to_owned(), 0),
-                    fx,
-                );
-            }
+            self.complete(
+                TaskResult::failed(id, TaskStatus::Cancelled, reason.to_owned(), 0),
+                fx,
+            );
         }
+        self.publish();
     }
 }
 

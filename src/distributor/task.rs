@@ -328,24 +328,50 @@ impl TaskStatus {
 #[derive(Clone, Debug)]
 pub struct TaskResult {
     pub(crate) id: TaskId,
-    pub(crate) status: TaskStatus,
     pub(crate) output: Option<Output>,
-    pub(crate) error: Option<String>,
+    pub(crate) error: Option<Box<str>>,
+    /// `AgentId` 0 (the orchestrator's own id) when no agent ran it.
+    pub(crate) agent: AgentId,
+    pub(crate) elapsed_nanos: u64,
     pub(crate) attempts: u32,
-    pub(crate) agent: Option<AgentId>,
-    pub(crate) elapsed: Duration,
+    pub(crate) status: TaskStatus,
 }
 
 impl TaskResult {
+    /// A result for a task that ended without (another) run.
     pub(crate) fn failed(id: TaskId, status: TaskStatus, reason: String, attempts: u32) -> Self {
         TaskResult {
             id,
-            status,
             output: None,
-            error: Some(reason),
+            error: Some(reason.into_boxed_str()),
+            agent: AgentId::new(0),
+            elapsed_nanos: 0,
             attempts,
-            agent: None,
-            elapsed: Duration::ZERO,
+            status,
+        }
+    }
+
+    /// The result of an attempt an agent ran.
+    pub(crate) fn ran(
+        id: TaskId,
+        status: TaskStatus,
+        outcome: std::result::Result<Output, String>,
+        attempts: u32,
+        agent: AgentId,
+        elapsed: Duration,
+    ) -> Self {
+        let (output, error) = match outcome {
+            Ok(output) => (Some(output), None),
+            Err(error) => (None, Some(error.into_boxed_str())),
+        };
+        TaskResult {
+            id,
+            output,
+            error,
+            agent,
+            elapsed_nanos: u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+            attempts,
+            status,
         }
     }
 
@@ -403,11 +429,11 @@ impl TaskResult {
 
     /// The agent that ran the last attempt.
     pub fn agent(&self) -> Option<AgentId> {
-        self.agent
+        (self.agent.get() != 0).then_some(self.agent)
     }
 
     /// How long the last attempt ran (zero when it never ran).
     pub fn elapsed(&self) -> Duration {
-        self.elapsed
+        Duration::from_nanos(self.elapsed_nanos)
     }
 }

@@ -5,7 +5,7 @@ fn pool() -> Distributor {
     // bookkeeping can be checked without threads.
     Distributor::new(
         vec![SpecPool::new(Role::Researcher, vec!["http".into()])],
-        100,
+        Arc::new(Results::new(100)),
     )
 }
 
@@ -14,6 +14,10 @@ fn submit(d: &mut Distributor, task: Task) -> TaskId {
     d.submit(vec![task], &mut ids, &mut Effects::default())
         .unwrap();
     ids[0]
+}
+
+fn result(d: &Distributor, id: TaskId) -> Option<TaskResult> {
+    d.results.get(id)
 }
 
 #[test]
@@ -37,7 +41,7 @@ fn close_cancels_queued_and_waiting_tasks_with_a_reason() {
     let mut fx = Effects::default();
     d.close(&mut fx);
     for id in [queued, waiting] {
-        let result = d.result(id).unwrap();
+        let result = result(&d, id).unwrap();
         assert_eq!(result.status(), TaskStatus::Cancelled);
         assert!(result.error().unwrap().contains("shut down"), "{result:?}");
     }
@@ -57,8 +61,8 @@ fn cancel_removes_from_the_queue_and_fails_dependents() {
     let mut fx = Effects::default();
     assert!(d.cancel(first, "by test", &mut fx).unwrap());
     assert_eq!(d.queued(), [0; 4]);
-    assert_eq!(d.result(first).unwrap().error(), Some("by test"));
-    let dependent = d.result(second).unwrap();
+    assert_eq!(result(&d, first).unwrap().error(), Some("by test"));
+    let dependent = result(&d, second).unwrap();
     assert_eq!(dependent.status(), TaskStatus::Failed);
     assert_eq!(
         dependent.error(),

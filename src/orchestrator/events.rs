@@ -11,7 +11,7 @@ use crate::ids::{AgentId, Role, TaskId};
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
-    /// An agent thread started.
+    /// An agent thread is running (sent from the new thread itself).
     AgentSpawned {
         /// The agent.
         agent: AgentId,

@@ -18,11 +18,11 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
 use crate::agent::{AgentShared, runner};
 use crate::broker::{Control, Message, MessageBroker};
-use crate::distributor::{Distributor, Effects, SpecPool, Task, TaskResult};
+use crate::distributor::{Distributor, Effects, Results, SpecPool, Task, TaskResult, Waited};
 use crate::error::{Error, Missing, Result};
 use crate::ids::{AgentId, AgentState, TaskId};
 use crate::memory::SharedMemory;
@@ -44,7 +44,7 @@ const EVENT_CAPACITY: usize = 4_096;
 /// What the orchestrator, its agents and its monitor share.
 pub(crate) struct Shared {
     pub(crate) distributor: Mutex<Distributor>,
-    results_ready: Condvar,
+    results: Arc<Results>,
     pub(crate) broker: MessageBroker,
     pub(crate) memory: SharedMemory,
     events: Sender<Event>,
@@ -54,9 +54,9 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Nanoseconds since start: the heartbeat clock.
-    pub(crate) fn clock(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    /// Nanoseconds from start to `at`: the heartbeat clock.
+    pub(crate) fn clock_at(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.started).as_nanos()).unwrap_or(u64::MAX)
     }
 
     pub(crate) fn submit(&self, task: Task) -> Result<TaskId> {
@@ -73,7 +73,7 @@ impl Shared {
     }
 
     /// Carries out what the distributor decided under its lock: wakes the
-    /// agents handed work, emits events, wakes result waiters.
+    /// agents handed work, emits events.
     pub(crate) fn apply(&self, fx: &mut Effects) {
         for agent in fx.wake.drain(..) {
             // A refused wake-up is harmless: a full mailbox means the agent
@@ -84,10 +84,6 @@ impl Shared {
         }
         for event in fx.events.drain(..) {
             self.emit(event);
-        }
-        if fx.notify {
-            fx.notify = false;
-            self.results_ready.notify_all();
         }
     }
 
@@ -165,9 +161,10 @@ impl Orchestrator {
             .iter()
             .map(|(spec, _)| SpecPool::new(spec.role.clone(), spec.capabilities.clone()))
             .collect();
+        let results = Arc::new(Results::new(config.result_retention));
         let shared = Arc::new(Shared {
-            distributor: Mutex::new(Distributor::new(pools, config.result_retention)),
-            results_ready: Condvar::new(),
+            distributor: Mutex::new(Distributor::new(pools, Arc::clone(&results))),
+            results,
             broker,
             memory: config.memory.unwrap_or_else(SharedMemory::in_memory),
             events: events_tx,
@@ -201,14 +198,14 @@ impl Orchestrator {
                 let handle = thread::Builder::new()
                     .name(format!("agentry-{}-{}", spec.role, n + 1))
                     .spawn(move || {
+                        agent_shared.emit(Event::AgentSpawned {
+                            agent: id,
+                            role: agent.role.clone(),
+                        });
                         runner::run(factory(), mailbox, agent, Arc::clone(&agent_shared));
                         agent_shared.emit(Event::AgentStopped { agent: id });
                         let _ = exited.send(id);
                     })?;
-                shared.emit(Event::AgentSpawned {
-                    agent: id,
-                    role: spec.role.clone(),
-                });
                 orchestrator.threads.push((id, handle));
             }
         }
@@ -243,7 +240,7 @@ impl Orchestrator {
     /// The result of a finished task; `None` while it is queued or running
     /// (or when it is unknown or its result was evicted).
     pub fn result(&self, id: TaskId) -> Option<TaskResult> {
-        self.shared.distributor.lock().result(id).cloned()
+        self.shared.results.get(id)
     }
 
     /// Waits at most `timeout` for a task to finish and returns its result.
@@ -254,26 +251,22 @@ impl Orchestrator {
     /// evicted.
     pub fn wait(&self, id: TaskId, timeout: Duration) -> Result<TaskResult> {
         let deadline = Instant::now() + timeout;
-        let mut distributor = self.shared.distributor.lock();
-        loop {
-            if let Some(result) = distributor.result(id) {
-                return Ok(result.clone());
-            }
+        if let Some(result) = self.shared.results.get(id) {
+            return Ok(result);
+        }
+        {
+            // A task is live in the distributor until its result is
+            // published, both under the distributor's lock.
+            let distributor = self.shared.distributor.lock();
             if !distributor.is_live(id) {
-                return Err(Error::NotFound {
+                return self.shared.results.get(id).ok_or(Error::NotFound {
                     what: Missing::Task(id),
                 });
             }
-            distributor.waiters += 1;
-            let timed_out = self
-                .shared
-                .results_ready
-                .wait_until(&mut distributor, deadline)
-                .timed_out();
-            distributor.waiters -= 1;
-            if timed_out {
-                return distributor.result(id).cloned().ok_or(Error::Timeout);
-            }
+        }
+        match self.shared.results.wait(id, deadline) {
+            Waited::Finished(result) => Ok(result),
+            Waited::TimedOut => Err(Error::Timeout),
         }
     }
 
