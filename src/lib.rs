@@ -6,11 +6,82 @@
 //! the right agent; a versioned shared memory with optimistic locking lets
 //! agents cooperate; processes elect a leader through a lock file.
 //!
-//! # Hello, broker
+//! # Hello, agents
+//!
+//! An agent is any type implementing [`Agent`], or a closure. The
+//! [`Orchestrator`] runs pools of them, each agent on its own thread, and
+//! routes every [`Task`] to an agent of the right role.
+//!
+//! ```
+//! use agentry::{AgentContext, Orchestrator, Output, Role, Task, TaskError};
+//! use std::time::Duration;
+//!
+//! let orchestrator = Orchestrator::builder()
+//!     .agents(Role::Researcher, 3, || {
+//!         |task: &Task, _ctx: &AgentContext| -> Result<Output, TaskError> {
+//!             let site: String = task.input()?;
+//!             Ok(Output::encode(&format!("researched {site}"))?)
+//!         }
+//!     })
+//!     .build()?;
+//!
+//! let id = orchestrator.submit(
+//!     Task::new("research").with_role(Role::Researcher).with_input(&"acme.example")?,
+//! )?;
+//! let result = orchestrator.wait(id, Duration::from_secs(10))?;
+//! assert_eq!(result.output::<String>()?, "researched acme.example");
+//! # Ok::<(), agentry::Error>(())
+//! ```
+//!
+//! # Priorities, retries, dependencies
+//!
+//! Four [`Priority`] levels: a more urgent task always starts first, and
+//! within one level tasks start in submission order. A task may retry
+//! ([`Task::with_max_attempts`], [`TaskError::retryable`]), time out
+//! ([`Task::with_timeout`]) and wait for others ([`Task::after`]); if one
+//! of its dependencies fails, it fails too, saying which.
+//!
+//! ```
+//! use agentry::{AgentContext, Orchestrator, Output, Priority, Role, Task, TaskStatus};
+//! use std::time::Duration;
+//!
+//! let orchestrator = Orchestrator::builder()
+//!     .agents(Role::Planner, 2, || |_: &Task, _: &AgentContext| Ok(Output::empty()))
+//!     .build()?;
+//! let fetch = orchestrator.submit(Task::new("fetch").with_priority(Priority::High))?;
+//! let parse = orchestrator.submit(Task::new("parse").after(fetch).with_max_attempts(3))?;
+//! let parsed = orchestrator.wait(parse, Duration::from_secs(10))?;
+//! assert_eq!(parsed.status(), TaskStatus::Succeeded);
+//! # Ok::<(), agentry::Error>(())
+//! ```
+//!
+//! # Shared memory
+//!
+//! [`SharedMemory`] is a versioned key/value store: every write gets a fresh
+//! [`Version`], and [`SharedMemory::set`] writes only if the key is still at
+//! the version the writer read, so agents never overwrite each other
+//! silently. It persists to a memory-mapped snapshot, optionally with a
+//! journal ([`Durability`]).
+//!
+//! ```
+//! use agentry::{SharedMemory, Version};
+//!
+//! let memory = SharedMemory::in_memory();
+//! let v1 = memory.set("contacts/acme", &vec!["ann@acme.example"], Version::NONE)?;
+//! let read = memory.get::<Vec<String>>("contacts/acme")?.expect("just written");
+//! assert_eq!(read.version, v1);
+//! assert!(memory.set("contacts/acme", &Vec::<String>::new(), Version::NONE).is_err());
+//! # Ok::<(), agentry::Error>(())
+//! ```
+//!
+//! # Messages between agents
 //!
 //! Every agent owns a [`Mailbox`]; the [`MessageBroker`] routes direct
-//! messages, broadcasts and topic publications between them. Bodies are any
-//! `serde` type, carried as postcard bytes.
+//! messages, broadcasts and topic publications between them. Sending never
+//! blocks forever and never drops silently: a full mailbox refuses at once
+//! with [`Error::Full`], [`MessageBroker::send_timeout`] waits at most its
+//! timeout, and a broadcast reports who was full in its [`Delivery`] while
+//! keeping their copies as [`DeadLetter`]s.
 //!
 //! ```
 //! use agentry::{AgentId, MessageBroker};
@@ -36,34 +107,23 @@
 //! # Ok::<(), agentry::Error>(())
 //! ```
 //!
-//! # Full mailboxes
-//!
-//! Sending never blocks forever and never drops silently: a full mailbox
-//! refuses at once with [`Error::Full`], [`MessageBroker::send_timeout`]
-//! waits at most its timeout, and a broadcast reports who was full in its
-//! [`Delivery`] while keeping their copies as [`DeadLetter`]s.
-//!
-//! ```
-//! use agentry::{AgentId, Error, MessageBroker};
-//!
-//! let broker = MessageBroker::new(1);
-//! let _inbox = broker.register(AgentId::from(1))?;
-//! broker.send(AgentId::from(0), AgentId::from(1), &1u8)?;
-//! let refused = broker.send(AgentId::from(0), AgentId::from(1), &2u8);
-//! assert!(matches!(refused, Err(Error::Full { .. })));
-//! # Ok::<(), agentry::Error>(())
-//! ```
-//!
 //! # The parts, and where they live
 //!
 //! The modules follow the seed architecture's diagram, one per part:
 //!
 //! | part | module | main types |
 //! | --- | --- | --- |
+//! | agent orchestrator | `orchestrator` | [`Orchestrator`], [`OrchestratorBuilder`], [`StatusReport`], [`Event`] |
+//! | task distributor | `distributor` | [`Task`], [`TaskResult`], [`TaskStatus`], [`Output`], [`TaskError`] |
+//! | agents | `agent` | [`Agent`], [`AgentContext`], [`AgentSpec`] |
 //! | message broker | `broker` | [`MessageBroker`], [`Mailbox`], [`Message`], [`Delivery`] |
-//! | shared memory | `memory` | [`Version`], [`Versioned`] |
+//! | shared memory | `memory` | [`SharedMemory`], [`Version`], [`Versioned`], [`Durability`] |
 //! | identity and routing | `ids` | [`AgentId`], [`TaskId`], [`Priority`], [`Role`], [`AgentState`] |
 //! | errors | `error` | [`Error`], [`Result`] |
+//!
+//! Not yet built: health monitoring with failure recovery and auto-scaling,
+//! leader election, and the integration layer (planning, parallel
+//! execution, skills, browser tabs).
 //!
 //! `docs/ARCHITECTURE.md` in the repository explains how a task and a
 //! message travel, and `docs/PERFORMANCE.md` what the benchmarks measure.
