@@ -29,6 +29,7 @@
 
 mod idmap;
 mod results;
+mod slab;
 mod task;
 
 use std::collections::{HashMap, VecDeque};
@@ -41,6 +42,7 @@ use crate::agent::AgentShared;
 use crate::error::{Error, Missing, Result};
 use crate::ids::{AgentId, AgentState, Priority, Role, TaskId};
 use crate::orchestrator::Event;
+use slab::IdSlab;
 
 pub(crate) use idmap::IdMap;
 pub(crate) use results::{Results, Waited};
@@ -138,7 +140,7 @@ pub(crate) struct Distributor {
     pub(crate) specs: Vec<SpecPool>,
     lanes: Vec<Lane>,
     routes: HashMap<RouteKey, usize>,
-    live: IdMap<TaskId, Live>,
+    live: IdSlab<Live>,
     waiting: IdMap<TaskId, Waiting>,
     results: Arc<Results>,
     /// Results recorded by the current operation, published before the
@@ -158,7 +160,7 @@ impl Distributor {
             specs,
             lanes: Vec::new(),
             routes: HashMap::new(),
-            live: IdMap::default(),
+            live: IdSlab::default(),
             waiting: IdMap::default(),
             results,
             unpublished: Vec::new(),
@@ -250,7 +252,7 @@ impl Distributor {
                 }
             };
             for &dependency in task.dependencies() {
-                if !self.live.contains_key(&dependency) && self.outcome(dependency).is_none() {
+                if !self.live.contains(dependency.get()) && self.outcome(dependency).is_none() {
                     return Err(Error::NotFound {
                         what: Missing::Task(dependency),
                     });
@@ -260,7 +262,6 @@ impl Distributor {
             routed.push(task);
         }
         ids.reserve(routed.len());
-        self.live.reserve(routed.len());
         for mut task in routed {
             let id = TaskId::from(self.next_id);
             self.next_id += 1;
@@ -288,18 +289,18 @@ impl Distributor {
                 .map(|(status, error)| dependency_failure(d, status, error.as_deref()))
         });
         if let Some(reason) = failed {
-            self.live.insert(id, Live::default());
+            self.live.insert(id.get(), Live::default());
             self.complete(TaskResult::failed(id, TaskStatus::Failed, reason, 0), fx);
             return;
         }
         let mut remaining = 0;
         for dependency in dependencies {
-            if let Some(live) = self.live.get_mut(dependency) {
+            if let Some(live) = self.live.get_mut(dependency.get()) {
                 live.dependents.push(id);
                 remaining += 1;
             }
         }
-        self.live.insert(id, Live::default());
+        self.live.insert(id.get(), Live::default());
         if remaining > 0 {
             self.waiting.insert(id, Waiting { task, remaining });
         } else {
@@ -448,7 +449,7 @@ impl Distributor {
                 fx,
             ),
             Err(error) if error.is_retryable() && done.task.attempt < done.task.max_attempts => {
-                let live = self.live.contains_key(&id);
+                let live = self.live.contains(id.get());
                 if live {
                     self.totals.retried += 1;
                     fx.events.push(Event::TaskRetried {
@@ -487,7 +488,7 @@ impl Distributor {
         timeout: Duration,
         fx: &mut Effects,
     ) {
-        if agent.current.load(Ordering::Acquire) != id.get() || !self.live.contains_key(&id) {
+        if agent.current.load(Ordering::Acquire) != id.get() || !self.live.contains(id.get()) {
             return;
         }
         fx.events.push(Event::TaskTimedOut {
@@ -513,13 +514,13 @@ impl Distributor {
     /// otherwise. `false`, and nothing recorded, when the task is not live:
     /// it has ended already.
     fn complete(&mut self, result: TaskResult, fx: &mut Effects) -> bool {
-        let Some(live) = self.live.remove(&result.id) else {
+        let Some(live) = self.live.remove(result.id.get()) else {
             return false;
         };
         let mut failed_dependents = Vec::new();
         self.settle(result, live.dependents, &mut failed_dependents, fx);
         while let Some(result) = failed_dependents.pop() {
-            if let Some(live) = self.live.remove(&result.id) {
+            if let Some(live) = self.live.remove(result.id.get()) {
                 self.settle(result, live.dependents, &mut failed_dependents, fx);
             }
         }
@@ -590,7 +591,7 @@ impl Distributor {
 
     /// Whether `id` was submitted and has not finished.
     pub(crate) fn is_live(&self, id: TaskId) -> bool {
-        self.live.contains_key(&id)
+        self.live.contains(id.get())
     }
 
     /// Whether `id` was ever assigned by this distributor.
@@ -601,7 +602,7 @@ impl Distributor {
     /// Cancels a task that has not started. `Ok(false)` when it has started
     /// or finished.
     pub(crate) fn cancel(&mut self, id: TaskId, reason: &str, fx: &mut Effects) -> Result<bool> {
-        if !self.live.contains_key(&id) {
+        if !self.live.contains(id.get()) {
             return if self.was_assigned(id) {
                 // Finished (or its result evicted): too late to cancel.
                 Ok(false)

@@ -7,24 +7,29 @@
 //! The lock order is distributor, then results.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering, fence};
 use std::time::Instant;
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, RwLock};
 
-use super::IdMap;
+use super::slab::IdSlab;
 use super::task::{TaskResult, TaskStatus};
 use crate::ids::TaskId;
 
+/// Readers (`get`) share the store; the few writers (one publish per batch
+/// of results) get it promptly because the lock is writer-fair. Waiting is
+/// done on a separate mutex and condvar, see [`Results::wait`].
 pub(crate) struct Results {
-    store: Mutex<Store>,
+    store: RwLock<Store>,
+    waiters: AtomicUsize,
+    wake_lock: Mutex<()>,
     ready: Condvar,
 }
 
 struct Store {
-    map: IdMap<TaskId, TaskResult>,
+    map: IdSlab<TaskResult>,
     order: VecDeque<TaskId>,
     retention: usize,
-    waiters: usize,
 }
 
 /// What [`Results::wait`] found.
@@ -36,26 +41,27 @@ pub(crate) enum Waited {
 impl Results {
     pub(crate) fn new(retention: usize) -> Results {
         Results {
-            store: Mutex::new(Store {
-                map: IdMap::default(),
+            store: RwLock::new(Store {
+                map: IdSlab::default(),
                 order: VecDeque::new(),
                 retention,
-                waiters: 0,
             }),
+            waiters: AtomicUsize::new(0),
+            wake_lock: Mutex::new(()),
             ready: Condvar::new(),
         }
     }
 
     pub(crate) fn get(&self, id: TaskId) -> Option<TaskResult> {
-        self.store.lock().map.get(&id).cloned()
+        self.store.read().map.get(id.get()).cloned()
     }
 
     /// The status and error of a finished task still retained.
     pub(crate) fn outcome(&self, id: TaskId) -> Option<(TaskStatus, Option<String>)> {
         self.store
-            .lock()
+            .read()
             .map
-            .get(&id)
+            .get(id.get())
             .map(|r| (r.status, r.error().map(str::to_owned)))
     }
 
@@ -64,20 +70,25 @@ impl Results {
         if results.is_empty() {
             return;
         }
-        let mut store = self.store.lock();
+        let mut store = self.store.write();
         for result in results.drain(..) {
             store.order.push_back(result.id);
-            store.map.insert(result.id, result);
+            store.map.insert(result.id.get(), result);
         }
         while store.map.len() > store.retention {
             match store.order.pop_front() {
                 Some(oldest) => {
-                    store.map.remove(&oldest);
+                    store.map.remove(oldest.get());
                 }
                 None => break,
             }
         }
-        if store.waiters > 0 {
+        drop(store);
+        // Pairs with the fence in `wait`: either this load sees the waiter,
+        // or the waiter's check sees the results just stored.
+        fence(Ordering::SeqCst);
+        if self.waiters.load(Ordering::Relaxed) > 0 {
+            let _wake = self.wake_lock.lock();
             self.ready.notify_all();
         }
     }
@@ -86,20 +97,23 @@ impl Results {
     /// checked that the task is live; the check below under the store's lock
     /// closes the gap in which it may have finished.
     pub(crate) fn wait(&self, id: TaskId, deadline: Instant) -> Waited {
-        let mut store = self.store.lock();
-        loop {
-            if let Some(result) = store.map.get(&id) {
-                return Waited::Finished(result.clone());
+        let mut wake = self.wake_lock.lock();
+        self.waiters.fetch_add(1, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        let waited = loop {
+            // A publisher that stored the result after this check notifies
+            // under `wake_lock`, which this thread holds until it sleeps.
+            if let Some(result) = self.get(id) {
+                break Waited::Finished(result);
             }
-            store.waiters += 1;
-            let timed_out = self.ready.wait_until(&mut store, deadline).timed_out();
-            store.waiters -= 1;
-            if timed_out {
-                return match store.map.get(&id) {
-                    Some(result) => Waited::Finished(result.clone()),
+            if self.ready.wait_until(&mut wake, deadline).timed_out() {
+                break match self.get(id) {
+                    Some(result) => Waited::Finished(result),
                     None => Waited::TimedOut,
                 };
             }
-        }
+        };
+        self.waiters.fetch_sub(1, Ordering::Relaxed);
+        waited
     }
 }
