@@ -1,5 +1,10 @@
 //! agentry: coordinate many worker agents inside a synchronous program.
-#![warn(missing_docs, missing_debug_implementations, unreachable_pub, rust_2018_idioms)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod error;

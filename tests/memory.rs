@@ -25,14 +25,21 @@ fn seed_conflict_flow_refuses_a_stale_version() {
     assert!(v2 > v1);
 
     match memory.set("task/1", &"done", read.version) {
-        Err(Error::Conflict { key, expected, actual }) => {
+        Err(Error::Conflict {
+            key,
+            expected,
+            actual,
+        }) => {
             assert_eq!(key, "task/1");
             assert_eq!(expected, v1);
             assert_eq!(actual, v2);
         }
         other => panic!("expected a conflict, got {other:?}"),
     }
-    assert_eq!(memory.get::<String>("task/1").unwrap().unwrap().value, "running");
+    assert_eq!(
+        memory.get::<String>("task/1").unwrap().unwrap().value,
+        "running"
+    );
 }
 
 #[test]
@@ -90,7 +97,10 @@ fn increments_from_eight_threads_are_exact() {
 fn increment_overflow_is_an_error_and_leaves_the_counter() {
     let memory = SharedMemory::in_memory();
     memory.increment("c", i64::MAX).unwrap();
-    assert!(matches!(memory.increment("c", 1), Err(Error::InvalidInput(_))));
+    assert!(matches!(
+        memory.increment("c", 1),
+        Err(Error::InvalidInput(_))
+    ));
     assert_eq!(memory.get::<i64>("c").unwrap().unwrap().value, i64::MAX);
 }
 
@@ -124,7 +134,11 @@ fn compare_and_set_retry_loops_lose_no_update() {
     assert_eq!(list.len(), THREADS * ROUNDS / 10);
     list.sort_unstable();
     list.dedup();
-    assert_eq!(list.len(), THREADS * ROUNDS / 10, "an update was applied twice");
+    assert_eq!(
+        list.len(),
+        THREADS * ROUNDS / 10,
+        "an update was applied twice"
+    );
 }
 
 #[test]
@@ -152,11 +166,18 @@ fn update_is_atomic_under_contention() {
 #[test]
 fn update_returns_the_new_value_and_version() {
     let memory = SharedMemory::in_memory();
-    let first = memory.update("k", |v: Option<String>| v.unwrap_or_default() + "a").unwrap();
-    let second = memory.update("k", |v: Option<String>| v.unwrap_or_default() + "b").unwrap();
+    let first = memory
+        .update("k", |v: Option<String>| v.unwrap_or_default() + "a")
+        .unwrap();
+    let second = memory
+        .update("k", |v: Option<String>| v.unwrap_or_default() + "b")
+        .unwrap();
     assert_eq!(second.value, "ab");
     assert!(second.version > first.version);
-    assert_eq!(memory.get::<String>("k").unwrap().unwrap().version, second.version);
+    assert_eq!(
+        memory.get::<String>("k").unwrap().unwrap().version,
+        second.version
+    );
 }
 
 #[test]
@@ -196,7 +217,9 @@ fn conditional_delete_conflicts_on_a_stale_version() {
     let v1 = memory.put("k", &1).unwrap();
     let v2 = memory.put("k", &2).unwrap();
     match memory.delete_if("k", v1) {
-        Err(Error::Conflict { expected, actual, .. }) => {
+        Err(Error::Conflict {
+            expected, actual, ..
+        }) => {
             assert_eq!((expected, actual), (v1, v2));
         }
         other => panic!("expected a conflict, got {other:?}"),
@@ -295,7 +318,10 @@ fn dropping_the_last_handle_writes_a_final_snapshot() {
         let v = memory.put("k", &durability.to_owned_string()).unwrap();
         drop(memory);
         drop(clone);
-        let read = reopen(&path, Durability::OnPersist).get::<String>("k").unwrap().unwrap();
+        let read = reopen(&path, Durability::OnPersist)
+            .get::<String>("k")
+            .unwrap()
+            .unwrap();
         assert_eq!(read.version, v);
     }
 }
@@ -314,7 +340,10 @@ impl Name for Durability {
 fn periodic_mode_snapshots_in_the_background() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m");
-    let memory = reopen(&path, Durability::Periodic(std::time::Duration::from_millis(10)));
+    let memory = reopen(
+        &path,
+        Durability::Periodic(std::time::Duration::from_millis(10)),
+    );
     let v = memory.put("k", &1).unwrap();
     // Generous: the thread needs one period and one snapshot.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -324,12 +353,17 @@ fn periodic_mode_snapshots_in_the_background() {
             // A snapshot exists; read it through a copy so this store keeps the file.
             let copy = dir.path().join("copy");
             fs::copy(&path, &copy).unwrap();
-            let read = reopen(&copy, Durability::OnPersist).get::<i32>("k").unwrap();
+            let read = reopen(&copy, Durability::OnPersist)
+                .get::<i32>("k")
+                .unwrap();
             if read.map(|r| r.version) == Some(v) {
                 break;
             }
         }
-        assert!(std::time::Instant::now() < deadline, "no periodic snapshot within 10 s");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no periodic snapshot within 10 s"
+        );
         thread::sleep(std::time::Duration::from_millis(5));
     }
 }
@@ -352,7 +386,10 @@ fn journal_mode_restores_writes_without_persist() {
     };
     let memory = reopen(&path, Durability::Journal);
     assert!(!memory.contains_key("a"));
-    assert_eq!(memory.get::<String>("b").unwrap().unwrap().version, versions.1);
+    assert_eq!(
+        memory.get::<String>("b").unwrap().unwrap().version,
+        versions.1
+    );
     assert_eq!(memory.get::<i64>("c").unwrap().unwrap().value, 5);
     assert!(memory.put("d", &0).unwrap() > versions.1);
 }
@@ -393,7 +430,10 @@ fn snapshot_with_keys(path: &Path) {
 
 fn corrupt_reason(path: &Path) -> String {
     match SharedMemory::open_with(path, Durability::OnPersist) {
-        Err(Error::CorruptSnapshot { path: reported, reason }) => {
+        Err(Error::CorruptSnapshot {
+            path: reported,
+            reason,
+        }) => {
             assert_eq!(reported, path);
             reason
         }
@@ -474,7 +514,9 @@ fn journal_file(path: &Path) -> std::path::PathBuf {
 /// Writes three journaled keys and crashes (no final snapshot).
 fn crashed_journal(path: &Path) -> Vec<Version> {
     let memory = reopen(path, Durability::Journal);
-    let versions = (0..3).map(|i| memory.put(&format!("k{i}"), &[i as u8; 16]).unwrap()).collect();
+    let versions = (0..3)
+        .map(|i| memory.put(&format!("k{i}"), &[i as u8; 16]).unwrap())
+        .collect();
     std::mem::forget(memory);
     versions
 }
@@ -489,7 +531,10 @@ fn a_torn_last_journal_record_is_dropped_at_open() {
     fs::write(&journal, &bytes[..bytes.len() - 5]).unwrap();
     let memory = reopen(&path, Durability::Journal);
     assert_eq!(memory.len(), 2);
-    assert_eq!(memory.get::<[u8; 16]>("k1").unwrap().unwrap().version, versions[1]);
+    assert_eq!(
+        memory.get::<[u8; 16]>("k1").unwrap().unwrap().version,
+        versions[1]
+    );
     assert!(!memory.contains_key("k2"));
     assert!(memory.put("k2", &[0u8; 16]).unwrap() > versions[1]);
 }
@@ -578,7 +623,11 @@ fn run_model(ops: Vec<Op>, durability: Option<Durability>) -> Result<(), TestCas
             Op::Set(k, v, fresh) => {
                 let key = format!("k{k}");
                 let current = model.version(&key);
-                let expected = if fresh { current } else { Version::new(current.get() + 1) };
+                let expected = if fresh {
+                    current
+                } else {
+                    Version::new(current.get() + 1)
+                };
                 match memory.set(&key, &i64::from(v), expected) {
                     Ok(version) => {
                         prop_assert!(fresh);
@@ -594,7 +643,10 @@ fn run_model(ops: Vec<Op>, durability: Option<Durability>) -> Result<(), TestCas
             }
             Op::Get(k) => {
                 let key = format!("k{k}");
-                let got = memory.get::<i64>(&key).unwrap().map(|r| (r.value, r.version));
+                let got = memory
+                    .get::<i64>(&key)
+                    .unwrap()
+                    .map(|r| (r.value, r.version));
                 prop_assert_eq!(got, model.keys.get(&key).copied());
             }
             Op::Delete(k) => {
@@ -608,7 +660,11 @@ fn run_model(ops: Vec<Op>, durability: Option<Durability>) -> Result<(), TestCas
             Op::DeleteIf(k, fresh) => {
                 let key = format!("k{k}");
                 let current = model.version(&key);
-                let expected = if fresh { current } else { Version::new(current.get() + 1) };
+                let expected = if fresh {
+                    current
+                } else {
+                    Version::new(current.get() + 1)
+                };
                 match memory.delete_if(&key, expected) {
                     Ok(removed) => {
                         prop_assert!(fresh);

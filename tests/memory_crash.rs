@@ -24,7 +24,9 @@ struct Random(u64);
 
 impl Random {
     fn new() -> Random {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
         Random(nanos | 1)
     }
 
@@ -62,7 +64,11 @@ fn kill_after(mut child: Child, kill_after: u64, delay: Duration) -> Vec<Vec<Str
             }
         }
     }
-    assert!(acks.len() as u64 >= kill_after, "the child exited early after {} acks", acks.len());
+    assert!(
+        acks.len() as u64 >= kill_after,
+        "the child exited early after {} acks",
+        acks.len()
+    );
     thread::sleep(delay);
     child.kill().unwrap();
     // Acknowledgements already in the pipe were printed before the kill.
@@ -94,8 +100,16 @@ fn journal_acknowledged_writes_survive_sigkill() {
         // Rounds after the first restart over a store that already crashed once.
         for life in 0..2 {
             let child = spawn_child("journal_acknowledged_writes_survive_sigkill", &path);
-            let acks = kill_after(child, 20 + random.below(300), Duration::from_micros(random.below(3_000)));
-            check_journal(&path, &acks, format!("seed {seed}, round {round}, life {life}"));
+            let acks = kill_after(
+                child,
+                20 + random.below(300),
+                Duration::from_micros(random.below(3_000)),
+            );
+            check_journal(
+                &path,
+                &acks,
+                format!("seed {seed}, round {round}, life {life}"),
+            );
         }
     }
 }
@@ -148,15 +162,26 @@ fn check_journal(path: &Path, acks: &[Vec<String>], context: String) {
             .get::<u64>(key)
             .unwrap()
             .unwrap_or_else(|| panic!("{context}: acknowledged key {key} is missing"));
-        assert!(stored.version >= Version::new(version), "{context}: {key} went back from v{version} to {}", stored.version);
-        assert!(stored.value >= value, "{context}: {key} went back from {value} to {}", stored.value);
+        assert!(
+            stored.version >= Version::new(version),
+            "{context}: {key} went back from v{version} to {}",
+            stored.version
+        );
+        assert!(
+            stored.value >= value,
+            "{context}: {key} went back from {value} to {}",
+            stored.value
+        );
         if stored.version == Version::new(version) {
             assert_eq!(stored.value, value, "{context}: {key} at v{version}");
         }
     }
     for (key, count) in latest_count {
         let stored = memory.get::<i64>(key).unwrap().map_or(0, |c| c.value);
-        assert!(stored >= count, "{context}: {key} lost increments: {stored} < {count}");
+        assert!(
+            stored >= count,
+            "{context}: {key} lost increments: {stored} < {count}"
+        );
     }
 }
 
@@ -174,8 +199,15 @@ fn a_kill_during_snapshot_writes_leaves_a_consistent_snapshot() {
     for round in 0..ROUNDS {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("memory.snap");
-        let child = spawn_child("a_kill_during_snapshot_writes_leaves_a_consistent_snapshot", &path);
-        let acks = kill_after(child, 1 + random.below(4), Duration::from_millis(random.below(40)));
+        let child = spawn_child(
+            "a_kill_during_snapshot_writes_leaves_a_consistent_snapshot",
+            &path,
+        );
+        let acks = kill_after(
+            child,
+            1 + random.below(4),
+            Duration::from_millis(random.below(40)),
+        );
         check_snapshot(&path, &acks, format!("seed {seed}, round {round}"));
     }
 }
@@ -189,7 +221,9 @@ fn snapshot_child(path: &Path) {
     while start.elapsed() < CHILD_LIFETIME {
         generation += 1;
         for j in 0..SNAPSHOT_KEYS {
-            memory.put(&format!("k{j}"), &(generation, j, [0u8; 32])).unwrap();
+            memory
+                .put(&format!("k{j}"), &(generation, j, [0u8; 32]))
+                .unwrap();
         }
         memory.persist().unwrap();
         ack(format_args!("persisted {generation}"));
@@ -206,14 +240,27 @@ fn check_snapshot(path: &Path, acks: &[Vec<String>], context: String) {
     let mut previous = Version::NONE;
     let mut generation = None;
     for j in 0..SNAPSHOT_KEYS {
-        let stored = memory.get::<(u64, u64, [u8; 32])>(&format!("k{j}")).unwrap().unwrap();
+        let stored = memory
+            .get::<(u64, u64, [u8; 32])>(&format!("k{j}"))
+            .unwrap()
+            .unwrap();
         let (g, key_index, _) = stored.value;
         assert_eq!(key_index, j, "{context}: k{j} holds another key's value");
-        assert_eq!(*generation.get_or_insert(g), g, "{context}: k{j} is from another generation");
-        assert!(stored.version > previous, "{context}: versions out of write order at k{j}");
+        assert_eq!(
+            *generation.get_or_insert(g),
+            g,
+            "{context}: k{j} is from another generation"
+        );
+        assert!(
+            stored.version > previous,
+            "{context}: versions out of write order at k{j}"
+        );
         previous = stored.version;
     }
     let generation = generation.unwrap_or(0);
-    assert!(generation >= acknowledged, "{context}: generation {generation} < acknowledged {acknowledged}");
+    assert!(
+        generation >= acknowledged,
+        "{context}: generation {generation} < acknowledged {acknowledged}"
+    );
     assert!(memory.put("after", &0).unwrap() > previous, "{context}");
 }

@@ -134,10 +134,20 @@ mod tests {
     fn journals_are_listed_oldest_first_and_strangers_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let files = Files::new(&dir.path().join("m")).unwrap();
-        for name in ["m.journal.10", "m.journal.2", "m.journal.x", "other.journal.1"] {
+        for name in [
+            "m.journal.10",
+            "m.journal.2",
+            "m.journal.x",
+            "other.journal.1",
+        ] {
             File::create(dir.path().join(name)).unwrap();
         }
-        let generations: Vec<u64> = files.journals().unwrap().into_iter().map(|(g, _)| g).collect();
+        let generations: Vec<u64> = files
+            .journals()
+            .unwrap()
+            .into_iter()
+            .map(|(g, _)| g)
+            .collect();
         assert_eq!(generations, [2, 10]);
     }
 }

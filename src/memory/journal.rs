@@ -113,7 +113,12 @@ impl Journal {
     ///
     /// [`Error::Io`] if the journal is poisoned; [`Error::InvalidInput`] if
     /// the record exceeds 4 GiB.
-    pub(crate) fn append(&self, version: Version, key: &str, value: Option<&[u8]>) -> Result<Ticket> {
+    pub(crate) fn append(
+        &self,
+        version: Version,
+        key: &str,
+        value: Option<&[u8]>,
+    ) -> Result<Ticket> {
         let payload = postcard::to_stdvec(&(version.get(), key, value.map(Bytes)))?;
         let len = u32::try_from(payload.len()).map_err(|_| {
             Error::InvalidInput(format!(
@@ -288,7 +293,10 @@ pub(crate) fn replay(
     };
     let magic_seen = data.get(..MAGIC.len()).unwrap_or(&data);
     if !MAGIC.starts_with(magic_seen) {
-        return Err(corrupt(0, "not an agentry journal (bad magic bytes)".into()));
+        return Err(corrupt(
+            0,
+            "not an agentry journal (bad magic bytes)".into(),
+        ));
     }
     let Some(header) = data.get(..HEADER_LEN) else {
         // A crash while the file was being created: it holds no record yet.
@@ -330,7 +338,12 @@ pub(crate) fn replay(
         let decoded = postcard::take_from_bytes::<(u64, &str, Option<&[u8]>)>(payload);
         let (version, key, value) = match decoded {
             Ok((record, tail)) if tail.is_empty() && record.0 != 0 => record,
-            Ok(_) => return Err(corrupt(offset, "record has an invalid version or trailing bytes".into())),
+            Ok(_) => {
+                return Err(corrupt(
+                    offset,
+                    "record has an invalid version or trailing bytes".into(),
+                ));
+            }
             Err(e) => return Err(corrupt(offset, format!("record does not decode: {e}"))),
         };
         let version = Version::new(version);
@@ -359,9 +372,7 @@ fn read_frame(rest: &[u8]) -> Result<(&[u8], usize), String> {
         return Err("zero-length record".into());
     }
     let Some(payload) = rest.get(FRAME_LEN..FRAME_LEN + len) else {
-        return Err(format!(
-            "record of {len} bytes cut short {TORN}"
-        ));
+        return Err(format!("record of {len} bytes cut short {TORN}"));
     };
     let computed = crc32fast::hash(payload);
     if computed != crc {
@@ -379,7 +390,9 @@ fn read_frame(rest: &[u8]) -> Result<(&[u8], usize), String> {
 mod tests {
     use super::*;
 
-    fn records(path: &Path, last: bool) -> Result<Vec<(u64, String, Option<Vec<u8>>)>> {
+    type Record = (u64, String, Option<Vec<u8>>);
+
+    fn records(path: &Path, last: bool) -> Result<Vec<Record>> {
         let mut out = Vec::new();
         replay(path, last, Version::NONE, |v, k, val| {
             out.push((v.get(), k.to_owned(), val.map(<[u8]>::to_vec)))
@@ -393,7 +406,9 @@ mod tests {
         let journal = Journal::create(&files, 1, 0).unwrap();
         for v in 1..=n {
             let value = (v % 3 != 0).then(|| vec![v as u8; 5]);
-            let ticket = journal.append(Version::new(v), &format!("k{v}"), value.as_deref()).unwrap();
+            let ticket = journal
+                .append(Version::new(v), &format!("k{v}"), value.as_deref())
+                .unwrap();
             journal.wait(ticket).unwrap();
         }
         let path = files.journal(1);
@@ -426,7 +441,10 @@ mod tests {
         for cut in two + 1..full.len() {
             std::fs::write(&path, &full[..cut]).unwrap();
             assert_eq!(records(&path, true).unwrap().len(), 2, "cut at {cut}");
-            assert!(matches!(records(&path, false), Err(Error::CorruptJournal { .. })));
+            assert!(matches!(
+                records(&path, false),
+                Err(Error::CorruptJournal { .. })
+            ));
         }
     }
 

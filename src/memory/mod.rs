@@ -212,7 +212,12 @@ impl SharedMemory {
     /// `expected`; nothing is written. [`Error::Codec`] if `value` cannot be
     /// encoded, [`Error::InvalidInput`] for an empty key, [`Error::Io`] if the
     /// journal write fails (Journal mode).
-    pub fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T, expected: Version) -> Result<Version> {
+    pub fn set<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        expected: Version,
+    ) -> Result<Version> {
         check_key(key)?;
         let bytes = codec::encode(value)?;
         let ((), version) = self.store().mutate(key, |entry| {
@@ -393,7 +398,9 @@ impl fmt::Debug for SharedMemory {
 /// and refusing it keeps such bugs from sharing one silent slot.
 fn check_key(key: &str) -> Result<()> {
     if key.is_empty() {
-        Err(Error::InvalidInput("shared memory keys must not be empty".into()))
+        Err(Error::InvalidInput(
+            "shared memory keys must not be empty".into(),
+        ))
     } else {
         Ok(())
     }

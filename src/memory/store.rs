@@ -234,7 +234,7 @@ impl Store {
             retired.push(journal.rotate(&backing.files, epoch)?);
         }
         let global = self.version();
-        let payload = Payload::capture(&self.shards)?;
+        let payload = Payload::capture(&self.shards);
         snapshot::write(&backing.files, global, epoch, &payload)?;
         backing.persisted.fetch_max(global.get(), Ordering::AcqRel);
         // No directory fsync for the removals: a retired journal that
@@ -256,7 +256,10 @@ impl Store {
     /// Sets the fencing epoch that later snapshots and journal generations
     /// carry. The leader-election issue calls this on election and refuses
     /// writes from a store whose epoch is older than the file's.
-    #[cfg_attr(not(test), expect(dead_code, reason = "hook for the leader-election issue"))]
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "hook for the leader-election issue")
+    )]
     pub(crate) fn set_epoch(&self, epoch: u64) {
         if let Some(backing) = &self.backing {
             backing.epoch.store(epoch, Ordering::Release);
@@ -264,7 +267,10 @@ impl Store {
     }
 
     /// The fencing epoch: the one the loaded snapshot carried, or the last set.
-    #[cfg_attr(not(test), expect(dead_code, reason = "hook for the leader-election issue"))]
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "hook for the leader-election issue")
+    )]
     pub(crate) fn epoch(&self) -> u64 {
         self.backing
             .as_ref()
@@ -285,7 +291,10 @@ mod tests {
         store.set_epoch(42);
         store.persist().unwrap();
         drop(store);
-        assert_eq!(Store::open(&path, Durability::OnPersist).unwrap().epoch(), 42);
+        assert_eq!(
+            Store::open(&path, Durability::OnPersist).unwrap().epoch(),
+            42
+        );
     }
 
     #[test]
@@ -307,6 +316,9 @@ mod tests {
         // As if the deletion of generation 1 had not reached the disk.
         std::fs::write(Files::new(&path).unwrap().journal(1), kept).unwrap();
         let store = Store::open(&path, Durability::OnPersist).unwrap();
-        assert_eq!(store.read("k", |e| (e.version, e.bytes.clone())), Some((last, vec![2])));
+        assert_eq!(
+            store.read("k", |e| (e.version, e.bytes.clone())),
+            Some((last, vec![2]))
+        );
     }
 }
