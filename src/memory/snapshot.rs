@@ -59,13 +59,20 @@ impl Payload {
     /// while it is encoded, so writers elsewhere carry on. Shards are encoded
     /// in parallel on rayon's pool: a snapshot is bound by walking the maps
     /// (cache misses), which spreads well over cores.
-    pub(crate) fn capture(shards: &Shards) -> Payload {
+    ///
+    /// `spare` are the buffers of the previous snapshot (see
+    /// [`Payload::into_buffers`]): encoding into memory that is already
+    /// mapped saves a page fault every 4 KiB, a good part of a snapshot's time.
+    pub(crate) fn capture(shards: &Shards, mut spare: Vec<Vec<u8>>) -> Payload {
+        spare.resize_with(shards.iter().count(), Vec::new);
         let encoded: Vec<(u64, Vec<u8>, crc32fast::Hasher)> = shards
             .par_iter()
-            .map(|shard| {
+            .zip(spare)
+            .map(|(shard, mut part)| {
+                part.clear();
                 let map = shard.read();
                 let size = map.iter().map(|(k, e)| k.len() + e.bytes.len() + 15).sum();
-                let mut part = Vec::with_capacity(size);
+                part.reserve(size);
                 for (key, entry) in map.iter() {
                     encode_entry(&mut part, key, entry);
                 }
@@ -93,6 +100,11 @@ impl Payload {
             parts,
             crc: crc.finalize(),
         }
+    }
+
+    /// The encoding buffers, to hand to the next [`Payload::capture`].
+    pub(crate) fn into_buffers(self) -> Vec<Vec<u8>> {
+        self.parts
     }
 
     fn len(&self) -> usize {
@@ -428,7 +440,7 @@ mod tests {
     #[test]
     fn round_trip_keeps_keys_versions_and_header() {
         let (_dir, files, shards) = sample();
-        let payload = Payload::capture(&shards);
+        let payload = Payload::capture(&shards, Vec::new());
         write(&files, Version::new(12), 7, &payload).unwrap();
         let loaded_into = Shards::new();
         let loaded = load(&files, &loaded_into).unwrap().unwrap();
@@ -506,7 +518,13 @@ mod tests {
     #[test]
     fn every_truncation_is_reported_not_loaded() {
         let (_dir, files, shards) = sample();
-        write(&files, Version::new(10), 0, &Payload::capture(&shards)).unwrap();
+        write(
+            &files,
+            Version::new(10),
+            0,
+            &Payload::capture(&shards, Vec::new()),
+        )
+        .unwrap();
         let full = std::fs::read(files.snapshot()).unwrap();
         for len in 0..full.len() {
             std::fs::write(files.snapshot(), &full[..len]).unwrap();
@@ -520,7 +538,13 @@ mod tests {
     #[test]
     fn entries_newer_than_the_global_version_raise_newest() {
         let (_dir, files, shards) = sample();
-        write(&files, Version::new(5), 0, &Payload::capture(&shards)).unwrap();
+        write(
+            &files,
+            Version::new(5),
+            0,
+            &Payload::capture(&shards, Vec::new()),
+        )
+        .unwrap();
         let loaded = load(&files, &Shards::new()).unwrap().unwrap();
         assert_eq!(
             (loaded.global, loaded.newest),

@@ -35,16 +35,26 @@ pub(crate) struct Store {
     backing: Option<Backing>,
 }
 
+/// What one snapshot leaves for the next.
+#[derive(Debug, Default)]
+struct Persisting {
+    /// Journal generations retired by a rotation whose snapshot has not been
+    /// written yet (a failed snapshot leaves them for the next to delete).
+    retired: Vec<u64>,
+    /// The previous snapshot's encoding buffers. Keeping them costs memory
+    /// about the size of the snapshot file, and makes the next snapshot
+    /// encode into pages that are already mapped.
+    buffers: Vec<Vec<u8>>,
+}
+
 /// The on-disk side of a persisted store.
 #[derive(Debug)]
 struct Backing {
     files: Files,
     durability: Durability,
     journal: Option<Journal>,
-    /// Serialises snapshots, and holds the journal generations retired by a
-    /// rotation whose snapshot has not been written yet (a failed snapshot
-    /// leaves them for the next one to delete).
-    persisting: Mutex<Vec<u64>>,
+    /// Serialises snapshots, and holds what one snapshot leaves the next.
+    persisting: Mutex<Persisting>,
     /// The global version covered by the newest durable snapshot.
     persisted: AtomicU64,
     /// The fencing epoch written into snapshots and new journal files.
@@ -100,7 +110,10 @@ impl Store {
                 files,
                 durability,
                 journal: None,
-                persisting: Mutex::new(journals.iter().map(|(g, _)| *g).collect()),
+                persisting: Mutex::new(Persisting {
+                    retired: journals.iter().map(|(g, _)| *g).collect(),
+                    buffers: Vec::new(),
+                }),
                 persisted: AtomicU64::new(covered.get()),
                 epoch: AtomicU64::new(epoch),
             }),
@@ -228,19 +241,23 @@ impl Store {
         let Some(backing) = &self.backing else {
             return Ok(());
         };
-        let mut retired = backing.persisting.lock();
+        let mut persisting = backing.persisting.lock();
         let epoch = backing.epoch.load(Ordering::Acquire);
         if let Some(journal) = &backing.journal {
-            retired.push(journal.rotate(&backing.files, epoch)?);
+            persisting
+                .retired
+                .push(journal.rotate(&backing.files, epoch)?);
         }
         let global = self.version();
-        let payload = Payload::capture(&self.shards);
-        snapshot::write(&backing.files, global, epoch, &payload)?;
+        let payload = Payload::capture(&self.shards, std::mem::take(&mut persisting.buffers));
+        let written = snapshot::write(&backing.files, global, epoch, &payload);
+        persisting.buffers = payload.into_buffers();
+        written?;
         backing.persisted.fetch_max(global.get(), Ordering::AcqRel);
         // No directory fsync for the removals: a retired journal that
         // reappears after a crash holds only records the snapshot covers,
         // which replay skips.
-        for generation in retired.drain(..) {
+        for generation in persisting.retired.drain(..) {
             let path = backing.files.journal(generation);
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
