@@ -85,6 +85,7 @@ impl Store {
         let covered = loaded.map_or(Version::NONE, |loaded| loaded.global);
         let epoch = loaded.map_or(0, |loaded| loaded.epoch);
         let mut newest = loaded.map_or(Version::NONE, |loaded| loaded.newest);
+        let mut replayed_any = false;
         let journals = files.journals()?;
         for (index, (_, journal_path)) in journals.iter().enumerate() {
             let last = index + 1 == journals.len();
@@ -102,6 +103,7 @@ impl Store {
             })?;
             tracing::debug!(path = %journal_path.display(), ?replayed, "journal replayed");
             newest = newest.max(replayed.max_version);
+            replayed_any |= replayed.applied > 0 || replayed.dropped > 0;
         }
         let mut store = Store {
             shards,
@@ -118,9 +120,10 @@ impl Store {
                 epoch: AtomicU64::new(epoch),
             }),
         };
-        if !journals.is_empty() {
+        if replayed_any {
             // Folding the journals in now means a torn tail is gone for good
-            // and the new generation starts empty.
+            // and the next generation starts after a clean snapshot. (Journals
+            // that added nothing are deleted by the next snapshot instead.)
             store.persist()?;
         }
         if let (Some(backing), Durability::Journal) = (store.backing.as_mut(), durability) {
