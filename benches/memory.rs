@@ -186,12 +186,35 @@ fn snapshot(c: &mut Criterion) {
     group.sample_size(10);
     group.throughput(Throughput::Elements(SNAPSHOT_KEYS as u64));
     group.bench_function("persist-fsync", |b| b.iter(|| memory.persist().unwrap()));
+    // The floor under a snapshot: writing and fsyncing as many bytes with
+    // plain `write`, no encoding, no rename.
+    memory.persist().unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let bare = dir.path().join("bare");
+    group.bench_function("bare-write-fsync", |b| {
+        b.iter(|| {
+            std::fs::write(&bare, &bytes).unwrap();
+            std::fs::File::open(&bare).unwrap().sync_all().unwrap();
+        })
+    });
     // Dropping 100,000 keys is not part of reloading them.
     group.bench_function("reload", |b| {
         b.iter_with_large_drop(|| {
             let reloaded = SharedMemory::open_with(&path, Durability::OnPersist).unwrap();
             assert_eq!(reloaded.len(), SNAPSHOT_KEYS);
             reloaded
+        })
+    });
+    // The floor under a reload: reading the file and building a map of
+    // owned keys and values, single-threaded, without checks.
+    group.bench_function("bare-read-hashmap", |b| {
+        b.iter_with_large_drop(|| {
+            let bytes = std::fs::read(&path).unwrap();
+            let entries: Vec<(String, u64, Vec<u8>)> = postcard::from_bytes(&bytes[48..]).unwrap();
+            entries
+                .into_iter()
+                .map(|(key, version, value)| (key, (version, value)))
+                .collect::<HashMap<_, _>>()
         })
     });
     group.finish();
