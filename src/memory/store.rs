@@ -116,7 +116,9 @@ impl Store {
                     retired: journals.iter().map(|(g, _)| *g).collect(),
                     buffers: Vec::new(),
                 }),
-                persisted: AtomicU64::new(covered.get()),
+                // What is on disk is what was loaded: nothing to snapshot yet
+                // (a replayed journal is folded in just below).
+                persisted: AtomicU64::new(newest.get()),
                 epoch: AtomicU64::new(epoch),
             }),
         };
