@@ -61,6 +61,25 @@ struct Backing {
     epoch: AtomicU64,
 }
 
+impl Backing {
+    /// Deletes the retired journal generations, whose records the snapshot on
+    /// disk covers.
+    fn remove_retired(&self, persisting: &mut Persisting) {
+        // No directory fsync: a retired journal that reappears after a crash
+        // holds only records the snapshot covers, which replay skips.
+        for generation in persisting.retired.drain(..) {
+            let path = self.files.journal(generation);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "could not delete a compacted journal")
+                }
+            }
+        }
+    }
+}
+
 impl Store {
     pub(crate) fn in_memory() -> Store {
         Store {
@@ -124,9 +143,12 @@ impl Store {
         };
         if replayed_any {
             // Folding the journals in now means a torn tail is gone for good
-            // and the next generation starts after a clean snapshot. (Journals
-            // that added nothing are deleted by the next snapshot instead.)
+            // and the next generation starts after a clean snapshot.
             store.persist()?;
+        } else if let Some(backing) = &store.backing {
+            // Journals holding nothing newer than the snapshot are redundant;
+            // deleting them now keeps empty generations from piling up.
+            backing.remove_retired(&mut backing.persisting.lock());
         }
         if let (Some(backing), Durability::Journal) = (store.backing.as_mut(), durability) {
             let generation = journals.last().map_or(1, |(g, _)| g + 1);
@@ -259,19 +281,7 @@ impl Store {
         persisting.buffers = payload.into_buffers();
         written?;
         backing.persisted.fetch_max(global.get(), Ordering::AcqRel);
-        // No directory fsync for the removals: a retired journal that
-        // reappears after a crash holds only records the snapshot covers,
-        // which replay skips.
-        for generation in persisting.retired.drain(..) {
-            let path = backing.files.journal(generation);
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "could not delete a compacted journal")
-                }
-            }
-        }
+        backing.remove_retired(&mut persisting);
         Ok(())
     }
 
@@ -317,6 +327,17 @@ mod tests {
             Store::open(&path, Durability::OnPersist).unwrap().epoch(),
             42
         );
+    }
+
+    #[test]
+    fn reopening_without_writes_leaves_no_empty_journals_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m");
+        for _ in 0..3 {
+            drop(Store::open(&path, Durability::Journal).unwrap());
+        }
+        let journals = Files::new(&path).unwrap().journals().unwrap();
+        assert_eq!(journals.len(), 1, "{journals:?}");
     }
 
     #[test]
