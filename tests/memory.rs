@@ -569,6 +569,9 @@ enum Op {
     DeleteIf(u8, bool),
     Increment(u8, i16),
     Reopen,
+    /// A crash: the handle is leaked, so nothing is written at drop. Only
+    /// Journal mode promises to lose nothing then; other modes reopen cleanly.
+    Crash,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -581,6 +584,7 @@ fn op() -> impl Strategy<Value = Op> {
         (key.clone(), any::<bool>()).prop_map(|(k, f)| Op::DeleteIf(k, f)),
         (key, any::<i16>()).prop_map(|(k, d)| Op::Increment(k, d)),
         Just(Op::Reopen),
+        Just(Op::Crash),
     ]
 }
 
@@ -695,6 +699,17 @@ fn run_model(ops: Vec<Op>, durability: Option<Durability>) -> Result<(), TestCas
                     memory = open();
                 }
             }
+            Op::Crash => match durability {
+                Some(Durability::Journal) => {
+                    std::mem::forget(memory);
+                    memory = open();
+                }
+                Some(_) => {
+                    drop(memory);
+                    memory = open();
+                }
+                None => {}
+            },
         }
         prop_assert_eq!(memory.len(), model.keys.len());
         prop_assert_eq!(memory.version(), Version::new(model.clock));

@@ -153,7 +153,7 @@ impl Journal {
             if state.flushing {
                 self.flushed.wait(&mut state);
             } else {
-                self.lead_flush(&mut state, |_| Ok(None));
+                self.lead_flush(&mut state, || Ok(None));
             }
         }
     }
@@ -174,7 +174,7 @@ impl Journal {
         }
         state.check()?;
         let retired = state.generation;
-        self.lead_flush(&mut state, |_| {
+        self.lead_flush(&mut state, || {
             create_file(files, retired + 1, epoch).map(Some)
         });
         state.check()?;
@@ -187,7 +187,7 @@ impl Journal {
     fn lead_flush(
         &self,
         state: &mut MutexGuard<'_, State>,
-        then: impl FnOnce(&File) -> Result<Option<File>>,
+        then: impl FnOnce() -> Result<Option<File>>,
     ) {
         state.flushing = true;
         let mut batch = std::mem::take(&mut state.pending);
@@ -198,7 +198,7 @@ impl Journal {
                 (&*file).write_all(&batch)?;
                 file.sync_data()?;
             }
-            then(&file)
+            then()
         });
         state.flushing = false;
         match outcome {
@@ -390,7 +390,9 @@ fn read_frame(rest: &[u8]) -> Result<(&[u8], usize), String> {
 mod tests {
     use super::*;
 
-    fn records(path: &Path, last: bool) -> Result<Vec<(u64, String, Option<Vec<u8>>)>> {
+    type Record = (u64, String, Option<Vec<u8>>);
+
+    fn records(path: &Path, last: bool) -> Result<Vec<Record>> {
         let mut out = Vec::new();
         replay(path, last, Version::NONE, |v, k, val| {
             out.push((v.get(), k.to_owned(), val.map(<[u8]>::to_vec)))

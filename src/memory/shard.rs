@@ -10,6 +10,7 @@ use std::hash::{BuildHasher, RandomState};
 
 use crossbeam_utils::CachePadded;
 use parking_lot::RwLock;
+use rayon::prelude::*;
 
 use super::Version;
 
@@ -49,11 +50,20 @@ impl Shards {
         }
     }
 
+    /// The index of the shard that owns `key`, below the number of shards.
+    pub(crate) fn index(&self, key: &str) -> usize {
+        (self.hasher.hash_one(key) as usize) & (SHARDS - 1)
+    }
+
     /// The shard that owns `key`.
     pub(crate) fn for_key(&self, key: &str) -> &RwLock<Map> {
-        // The mask keeps the index below SHARDS, so indexing cannot fail.
-        let index = (self.hasher.hash_one(key) as usize) & (SHARDS - 1);
-        &self.shards[index]
+        // `index` masks the hash below SHARDS, so indexing cannot fail.
+        &self.shards[self.index(key)]
+    }
+
+    /// Every shard, for rayon.
+    pub(crate) fn par_iter(&self) -> impl IndexedParallelIterator<Item = &RwLock<Map>> {
+        self.shards.par_iter().map(|shard| &**shard)
     }
 
     /// Every shard, in a fixed order.

@@ -35,20 +35,49 @@ pub(crate) struct Store {
     backing: Option<Backing>,
 }
 
+/// What one snapshot leaves for the next.
+#[derive(Debug, Default)]
+struct Persisting {
+    /// Journal generations retired by a rotation whose snapshot has not been
+    /// written yet (a failed snapshot leaves them for the next to delete).
+    retired: Vec<u64>,
+    /// The previous snapshot's encoding buffers. Keeping them costs memory
+    /// about the size of the snapshot file, and makes the next snapshot
+    /// encode into pages that are already mapped.
+    buffers: Vec<Vec<u8>>,
+}
+
 /// The on-disk side of a persisted store.
 #[derive(Debug)]
 struct Backing {
     files: Files,
     durability: Durability,
     journal: Option<Journal>,
-    /// Serialises snapshots, and holds the journal generations retired by a
-    /// rotation whose snapshot has not been written yet (a failed snapshot
-    /// leaves them for the next one to delete).
-    persisting: Mutex<Vec<u64>>,
+    /// Serialises snapshots, and holds what one snapshot leaves the next.
+    persisting: Mutex<Persisting>,
     /// The global version covered by the newest durable snapshot.
     persisted: AtomicU64,
     /// The fencing epoch written into snapshots and new journal files.
     epoch: AtomicU64,
+}
+
+impl Backing {
+    /// Deletes the retired journal generations, whose records the snapshot on
+    /// disk covers.
+    fn remove_retired(&self, persisting: &mut Persisting) {
+        // No directory fsync: a retired journal that reappears after a crash
+        // holds only records the snapshot covers, which replay skips.
+        for generation in persisting.retired.drain(..) {
+            let path = self.files.journal(generation);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "could not delete a compacted journal")
+                }
+            }
+        }
+    }
 }
 
 impl Store {
@@ -75,6 +104,7 @@ impl Store {
         let covered = loaded.map_or(Version::NONE, |loaded| loaded.global);
         let epoch = loaded.map_or(0, |loaded| loaded.epoch);
         let mut newest = loaded.map_or(Version::NONE, |loaded| loaded.newest);
+        let mut replayed_any = false;
         let journals = files.journals()?;
         for (index, (_, journal_path)) in journals.iter().enumerate() {
             let last = index + 1 == journals.len();
@@ -92,6 +122,7 @@ impl Store {
             })?;
             tracing::debug!(path = %journal_path.display(), ?replayed, "journal replayed");
             newest = newest.max(replayed.max_version);
+            replayed_any |= replayed.applied > 0 || replayed.dropped > 0;
         }
         let mut store = Store {
             shards,
@@ -100,15 +131,24 @@ impl Store {
                 files,
                 durability,
                 journal: None,
-                persisting: Mutex::new(journals.iter().map(|(g, _)| *g).collect()),
-                persisted: AtomicU64::new(covered.get()),
+                persisting: Mutex::new(Persisting {
+                    retired: journals.iter().map(|(g, _)| *g).collect(),
+                    buffers: Vec::new(),
+                }),
+                // What is on disk is what was loaded: nothing to snapshot yet
+                // (a replayed journal is folded in just below).
+                persisted: AtomicU64::new(newest.get()),
                 epoch: AtomicU64::new(epoch),
             }),
         };
-        if !journals.is_empty() {
+        if replayed_any {
             // Folding the journals in now means a torn tail is gone for good
-            // and the new generation starts empty.
+            // and the next generation starts after a clean snapshot.
             store.persist()?;
+        } else if let Some(backing) = &store.backing {
+            // Journals holding nothing newer than the snapshot are redundant;
+            // deleting them now keeps empty generations from piling up.
+            backing.remove_retired(&mut backing.persisting.lock());
         }
         if let (Some(backing), Durability::Journal) = (store.backing.as_mut(), durability) {
             let generation = journals.last().map_or(1, |(g, _)| g + 1);
@@ -228,28 +268,20 @@ impl Store {
         let Some(backing) = &self.backing else {
             return Ok(());
         };
-        let mut retired = backing.persisting.lock();
+        let mut persisting = backing.persisting.lock();
         let epoch = backing.epoch.load(Ordering::Acquire);
         if let Some(journal) = &backing.journal {
-            retired.push(journal.rotate(&backing.files, epoch)?);
+            persisting
+                .retired
+                .push(journal.rotate(&backing.files, epoch)?);
         }
         let global = self.version();
-        let payload = Payload::capture(&self.shards)?;
-        snapshot::write(&backing.files, global, epoch, &payload)?;
+        let payload = Payload::capture(&self.shards, std::mem::take(&mut persisting.buffers));
+        let written = snapshot::write(&backing.files, global, epoch, &payload);
+        persisting.buffers = payload.into_buffers();
+        written?;
         backing.persisted.fetch_max(global.get(), Ordering::AcqRel);
-        // No directory fsync for the removals: a retired journal that
-        // reappears after a crash holds only records the snapshot covers,
-        // which replay skips.
-        for generation in retired.drain(..) {
-            let path = backing.files.journal(generation);
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "could not delete a compacted journal")
-                }
-            }
-        }
+        backing.remove_retired(&mut persisting);
         Ok(())
     }
 
@@ -295,6 +327,17 @@ mod tests {
             Store::open(&path, Durability::OnPersist).unwrap().epoch(),
             42
         );
+    }
+
+    #[test]
+    fn reopening_without_writes_leaves_no_empty_journals_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m");
+        for _ in 0..3 {
+            drop(Store::open(&path, Durability::Journal).unwrap());
+        }
+        let journals = Files::new(&path).unwrap().journals().unwrap();
+        assert_eq!(journals.len(), 1, "{journals:?}");
     }
 
     #[test]
