@@ -27,6 +27,9 @@ const QUICK: Duration = Duration::from_micros(20);
 const MAX_UNREPORTED: usize = 32;
 /// No result waits in an agent longer than this.
 const REPORT_WITHIN: Duration = Duration::from_micros(200);
+/// How long an agent that runs out of work polls its mailbox before it
+/// blocks on it.
+const IDLE_SPIN: Duration = Duration::from_micros(50);
 /// An idle agent wakes this often to show it is alive.
 const IDLE_BEAT: Duration = Duration::from_millis(100);
 
@@ -180,6 +183,14 @@ impl Runner {
 
     /// Waits for mail while idle.
     fn idle(&mut self) -> Next {
+        // Waking a parked thread costs more than most tasks do: stay awake a
+        // moment first, so work that follows at once starts at once.
+        let spin_until = Instant::now() + IDLE_SPIN;
+        while self.mailbox.is_empty() && Instant::now() < spin_until {
+            for _ in 0..64 {
+                std::hint::spin_loop();
+            }
+        }
         loop {
             match self.mailbox.recv_timeout(IDLE_BEAT) {
                 Ok(message) => return self.handle(message),

@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering, fence};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
@@ -19,6 +19,9 @@ use crate::ids::TaskId;
 /// Readers (`get`) share the store; the few writers (one publish per batch
 /// of results) get it promptly because the lock is writer-fair. Waiting is
 /// done on a separate mutex and condvar, see [`Results::wait`].
+/// How long [`Results::wait`] polls before it sleeps.
+const WAIT_SPIN: Duration = Duration::from_micros(50);
+
 pub(crate) struct Results {
     store: RwLock<Store>,
     waiters: AtomicUsize,
@@ -97,6 +100,17 @@ impl Results {
     /// checked that the task is live; the check below under the store's lock
     /// closes the gap in which it may have finished.
     pub(crate) fn wait(&self, id: TaskId, deadline: Instant) -> Waited {
+        // Most tasks are short: poll a moment before paying for a sleep and
+        // a wake-up.
+        let spin_until = deadline.min(Instant::now() + WAIT_SPIN);
+        while Instant::now() < spin_until {
+            if let Some(result) = self.get(id) {
+                return Waited::Finished(result);
+            }
+            for _ in 0..64 {
+                std::hint::spin_loop();
+            }
+        }
         let mut wake = self.wake_lock.lock();
         self.waiters.fetch_add(1, Ordering::Relaxed);
         fence(Ordering::SeqCst);
