@@ -137,6 +137,7 @@
 
 mod agent;
 mod broker;
+mod coordination;
 mod distributor;
 mod error;
 mod ids;
@@ -149,6 +150,9 @@ pub use broker::{
     DeadLetter, DeadLetterReason, Delivery, Mailbox, MailboxStats, Message, MessageBroker,
     MessageKind,
 };
+pub use coordination::{
+    AutoscalePolicy, DEFAULT_CHECK_INTERVAL, DEFAULT_HANG_TIMEOUT, HealthConfig,
+};
 pub use distributor::{Output, Task, TaskError, TaskResult, TaskStatus};
 pub use error::{Error, Missing, Result};
 pub use ids::{AgentId, AgentState, Priority, Role, TaskId};
@@ -156,5 +160,5 @@ pub use memory::{Durability, SharedMemory, Version, Versioned};
 pub use orchestrator::{
     AgentStatus, DEFAULT_MAX_AGENTS, DEFAULT_MIN_AGENTS, DEFAULT_RESULT_RETENTION,
     DEFAULT_SHUTDOWN_TIMEOUT, Event, ORCHESTRATOR_ID, Orchestrator, OrchestratorBuilder,
-    QueueDepths, StatusReport, TaskTotals,
+    PoolStatus, QueueDepths, StatusReport, TaskTotals,
 };

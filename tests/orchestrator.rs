@@ -8,8 +8,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use agentry::{
-    AgentContext, AgentSpec, AgentState, Error, Event, Message, Orchestrator, Output, Priority,
-    Role, Task, TaskError, TaskStatus,
+    AgentContext, AgentSpec, AgentState, AutoscalePolicy, Error, Event, Message, Orchestrator,
+    Output, Priority, Role, Task, TaskError, TaskStatus,
 };
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use parking_lot::Mutex;
@@ -227,6 +227,7 @@ fn work_spreads_across_agents() {
                 Ok(Output::empty())
             }
         })
+        .autoscale(AutoscalePolicy::disabled())
         .build()
         .unwrap();
     let ids = orchestrator
@@ -318,7 +319,7 @@ fn fatal_errors_fail_at_once() {
 }
 
 #[test]
-fn a_panicking_agent_fails_the_attempt_retries_and_is_marked_in_error() {
+fn a_panicking_agent_fails_the_attempt_the_task_retries_and_the_agent_is_replaced() {
     let orchestrator = Orchestrator::builder()
         .agents(Role::Planner, 1, || {
             |task: &Task, _: &AgentContext| {
@@ -336,15 +337,21 @@ fn a_panicking_agent_fails_the_attempt_retries_and_is_marked_in_error() {
     let result = orchestrator.wait(id, PATIENCE).unwrap();
     assert!(result.is_success(), "{result:?}");
     assert_eq!(result.attempts(), 2);
+    let events: Vec<Event> = orchestrator.events().try_iter().collect();
+    let failed = events.iter().find_map(|e| match e {
+        Event::AgentFailed { agent, reason } if reason.contains("boom on attempt one") => {
+            Some(*agent)
+        }
+        _ => None,
+    });
+    let failed = failed.expect("the panic is reported");
+    // The retry ran on the replacement, not on the agent that panicked.
+    assert_ne!(result.agent(), Some(failed));
     let status = orchestrator.status();
-    assert_eq!(status.agents()[0].state, AgentState::Error);
-    assert!(orchestrator.events().try_iter().any(|e| matches!(
-        e,
-        Event::AgentFailed { reason, .. } if reason.contains("boom on attempt one")
-    )));
+    assert_eq!(status.agents().len(), 1);
+    assert_ne!(status.agents()[0].id, failed);
+    assert_ne!(status.agents()[0].state, AgentState::Error);
 
-    let id = orchestrator.submit(Task::new("t")).unwrap();
-    let _ = orchestrator.wait(id, PATIENCE).unwrap();
     let once = Orchestrator::builder()
         .agents(Role::Planner, 1, || {
             |_: &Task, _: &AgentContext| -> Outcome { panic!("always") }
@@ -516,6 +523,7 @@ fn a_hundred_thousand_tasks_on_eight_agents_each_run_exactly_once() {
                 Ok(Output::encode(&(n * 2))?)
             }
         })
+        .autoscale(AutoscalePolicy::disabled())
         .build()
         .unwrap();
     let submitters: Vec<_> = (0..2u64)
@@ -583,6 +591,7 @@ fn agents_cooperate_through_shared_memory_and_messages() {
         .agents(Role::Validator, 3, move || Collector {
             seen: agent_seen.clone(),
         })
+        .autoscale(AutoscalePolicy::disabled())
         .build()
         .unwrap();
     let listener = agentry::AgentId::from(10_000);

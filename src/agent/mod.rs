@@ -7,7 +7,7 @@ pub(crate) mod runner;
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 use parking_lot::Mutex;
@@ -200,6 +200,16 @@ pub(crate) struct AgentShared {
     /// Nanoseconds since the orchestrator started, at the last sign of life.
     pub(crate) heartbeat: AtomicU64,
     pub(crate) stop: AtomicBool,
+    /// Taken out of its pool (failed or hung): what it reports is ignored.
+    /// Changed under the distributor's lock only.
+    pub(crate) retired: AtomicBool,
+    /// A copy of the running task, kept only while another attempt is
+    /// allowed, so a hung agent's task can run again elsewhere.
+    pub(crate) in_flight: Mutex<Option<Task>>,
+    /// The attempt number of the running task.
+    pub(crate) current_attempt: AtomicU32,
+    /// The running task's own timeout in nanoseconds, or 0.
+    pub(crate) current_timeout: AtomicU64,
     /// Whether the agent is in its pool's idle list (changed under the
     /// distributor's lock only).
     pub(crate) idle_listed: AtomicBool,
@@ -220,6 +230,10 @@ impl AgentShared {
             current: AtomicU64::new(0),
             heartbeat: AtomicU64::new(0),
             stop: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
+            in_flight: Mutex::new(None),
+            current_attempt: AtomicU32::new(0),
+            current_timeout: AtomicU64::new(0),
             idle_listed: AtomicBool::new(false),
             quick: AtomicBool::new(false),
             metrics: Metrics::new(),

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::{Agent, AgentContext, AgentShared};
 use crate::broker::{Control, Mailbox, Message, MessageKind};
-use crate::distributor::{Effects, Finished, Task, TaskError};
+use crate::distributor::{Distributor, Effects, Finished, Task, TaskError};
 use crate::error::Error;
 use crate::ids::AgentState;
 use crate::orchestrator::{Event, Shared};
@@ -50,12 +50,21 @@ enum Next {
     Stop,
 }
 
+/// How an agent's loop ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Exit {
+    /// Asked to stop (shutdown, scale-down), or taken out of its pool.
+    Stopped,
+    /// Panicked: the supervisor replaces it.
+    Failed,
+}
+
 pub(crate) fn run(
     agent: Box<dyn Agent>,
     mailbox: Mailbox,
     me: Arc<AgentShared>,
     shared: Arc<Shared>,
-) {
+) -> Exit {
     let ctx = AgentContext {
         agent: Arc::clone(&me),
         shared: Arc::clone(&shared),
@@ -71,18 +80,24 @@ pub(crate) fn run(
         fx: Effects::default(),
     };
     runner.me.beat(&runner.shared);
-    runner.serve();
+    let exit = runner.serve();
     runner.report();
-    runner.me.set_state(AgentState::Stopped);
-    tracing::debug!(agent = %runner.me.id, "agent stopped");
+    if exit == Exit::Stopped {
+        runner.me.set_state(AgentState::Stopped);
+    }
+    tracing::debug!(agent = %runner.me.id, ?exit, "agent loop ended");
+    exit
 }
 
 impl Runner {
-    fn serve(&mut self) {
+    fn serve(&mut self) -> Exit {
         loop {
+            if self.me.state() == AgentState::Error {
+                return Exit::Failed;
+            }
             if !self.mailbox.is_empty() {
                 if let Next::Stop = self.drain_mailbox() {
-                    return;
+                    return Exit::Stopped;
                 }
             }
             let next = self.me.batch.lock().tasks.pop_front();
@@ -100,11 +115,11 @@ impl Runner {
                 }
                 None => {
                     if self.me.stop.load(Ordering::Relaxed) {
-                        return;
+                        return Exit::Stopped;
                     }
                     if !self.report_and_take_work() {
                         if let Next::Stop = self.idle() {
-                            return;
+                            return Exit::Stopped;
                         }
                     }
                 }
@@ -116,10 +131,21 @@ impl Runner {
     fn execute(&mut self, mut task: Task) -> (Finished, Instant) {
         task.attempt += 1;
         self.me.set_state(AgentState::Busy);
+        let timeout = task.timeout();
+        let own_timeout = timeout.map_or(0, |t| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX));
+        self.me
+            .current_timeout
+            .store(own_timeout, Ordering::Relaxed);
+        self.me
+            .current_attempt
+            .store(task.attempt, Ordering::Relaxed);
+        if task.attempt < task.max_attempts {
+            *self.me.in_flight.lock() = Some(task.clone());
+        }
         self.me.current.store(task.id.get(), Ordering::Release);
         let started = Instant::now();
         self.me.beat_at(&self.shared, started);
-        if let Some(timeout) = task.timeout() {
+        if let Some(timeout) = timeout {
             self.shared
                 .watch_deadline(task.id, &self.me, task.attempt, timeout);
         }
@@ -128,6 +154,9 @@ impl Runner {
         let elapsed = ended.duration_since(started);
         self.me.current.store(0, Ordering::Release);
         self.me.beat_at(&self.shared, ended);
+        if task.attempt < task.max_attempts {
+            self.me.in_flight.lock().take();
+        }
         let outcome = outcome.unwrap_or_else(|payload| {
             let reason = format!("agent panicked: {}", panic_message(payload.as_ref()));
             tracing::warn!(agent = %self.me.id, task = %task.id, %reason);
@@ -156,13 +185,26 @@ impl Runner {
             return;
         }
         {
-            let mut distributor = self.shared.distributor.lock();
-            for finished in self.unreported.drain(..) {
-                distributor.finish(finished, &mut self.fx);
-            }
-            distributor.publish();
+            let shared = Arc::clone(&self.shared);
+            let mut distributor = shared.distributor.lock();
+            self.hand_in(&mut distributor);
         }
         self.shared.apply(&mut self.fx);
+    }
+
+    /// Hands the gathered results to the distributor, whose lock the caller
+    /// holds. An agent taken out of its pool (hung, then back) is not heard
+    /// any more: its results count as late.
+    fn hand_in(&mut self, distributor: &mut Distributor) {
+        if self.me.retired.load(Ordering::Relaxed) {
+            distributor.discard_late(self.unreported.len());
+            self.unreported.clear();
+            return;
+        }
+        for finished in self.unreported.drain(..) {
+            distributor.finish(finished, &mut self.fx);
+        }
+        distributor.publish();
     }
 
     /// Reports the gathered results and takes the next work, in one round of
@@ -170,12 +212,10 @@ impl Runner {
     fn report_and_take_work(&mut self) -> bool {
         self.first_unreported = None;
         let got_work = {
-            let mut distributor = self.shared.distributor.lock();
-            for finished in self.unreported.drain(..) {
-                distributor.finish(finished, &mut self.fx);
-            }
-            distributor.publish();
-            distributor.next_batch(&self.me)
+            let shared = Arc::clone(&self.shared);
+            let mut distributor = shared.distributor.lock();
+            self.hand_in(&mut distributor);
+            distributor.next_batch(&self.me, &mut self.fx)
         };
         self.shared.apply(&mut self.fx);
         got_work

@@ -28,6 +28,7 @@
 //! distributor, then an agent's batch.
 
 mod idmap;
+mod pools;
 mod results;
 mod slab;
 mod task;
@@ -36,9 +37,10 @@ use std::collections::{HashMap, VecDeque};
 use std::mem;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::agent::AgentShared;
+use crate::coordination::AutoscalePolicy;
 use crate::error::{Error, Missing, Result};
 use crate::ids::{AgentId, AgentState, Priority, Role, TaskId};
 use crate::orchestrator::Event;
@@ -51,6 +53,10 @@ pub use task::{Output, Task, TaskError, TaskResult, TaskStatus};
 /// The most tasks handed to one agent at once.
 const MAX_BATCH: usize = 32;
 
+/// Why a task is refused or failed when the specs that could serve it were
+/// failed by the restart limit.
+const SPEC_FAILED: &str = "every agent spec that could serve it failed: restart limit reached";
+
 /// One agent spec's pool, as the distributor routes to it.
 pub(crate) struct SpecPool {
     pub(crate) role: Role,
@@ -61,16 +67,33 @@ pub(crate) struct SpecPool {
     /// Idle agents, longest idle first: handing work to the front rotates
     /// it among equally loaded agents.
     idle: VecDeque<Arc<AgentShared>>,
+    /// How many agents the spec started with.
+    start: usize,
+    /// Scale-ups decided and not running yet.
+    pending: usize,
+    /// Failed by the restart limit: serves nothing any more.
+    pub(crate) failed: bool,
+    pub(crate) restarts: u64,
+    pub(crate) scaled_up: u64,
+    pub(crate) scaled_down: u64,
+    last_scaled: Option<Instant>,
 }
 
 impl SpecPool {
-    pub(crate) fn new(role: Role, capabilities: Vec<String>) -> SpecPool {
+    pub(crate) fn new(role: Role, capabilities: Vec<String>, start: usize) -> SpecPool {
         SpecPool {
             role,
             capabilities,
             agents: Vec::new(),
             lanes: Vec::new(),
             idle: VecDeque::new(),
+            start,
+            pending: 0,
+            failed: false,
+            restarts: 0,
+            scaled_up: 0,
+            scaled_down: 0,
+            last_scaled: None,
         }
     }
 
@@ -114,11 +137,13 @@ pub(crate) struct Finished {
     pub(crate) elapsed: Duration,
 }
 
-/// What to do once the lock is released: wake agents, emit events.
+/// What to do once the lock is released: wake agents, emit events, spawn
+/// agents for the specs that scale up.
 #[derive(Default)]
 pub(crate) struct Effects {
     pub(crate) wake: Vec<Arc<AgentShared>>,
     pub(crate) events: Vec<Event>,
+    pub(crate) scale_up: Vec<usize>,
 }
 
 /// Counts since the orchestrator started.
@@ -152,10 +177,23 @@ pub(crate) struct Distributor {
     next_id: u64,
     accepting: bool,
     pub(crate) totals: Totals,
+    scaling: Scaling,
+}
+
+/// The auto-scaling policy with the pool bounds.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Scaling {
+    pub(crate) policy: AutoscalePolicy,
+    pub(crate) min: usize,
+    pub(crate) max: usize,
 }
 
 impl Distributor {
-    pub(crate) fn new(specs: Vec<SpecPool>, results: Arc<Results>) -> Distributor {
+    pub(crate) fn new(
+        specs: Vec<SpecPool>,
+        results: Arc<Results>,
+        scaling: Scaling,
+    ) -> Distributor {
         Distributor {
             specs,
             lanes: Vec::new(),
@@ -168,6 +206,7 @@ impl Distributor {
             batched: [0; 4],
             next_id: 1,
             accepting: true,
+            scaling,
             totals: Totals::default(),
         }
     }
@@ -193,11 +232,27 @@ impl Distributor {
             },
         };
         if let Some(&lane) = self.routes.get(&key) {
-            return Ok(lane);
+            if self.lane_is_served(lane) {
+                return Ok(lane);
+            }
+            return Err(Error::NoAgentForTask {
+                kind: task.kind().to_owned(),
+                role: key.role,
+                capabilities: key.capabilities,
+                reason: SPEC_FAILED.into(),
+            });
         }
         let specs: Vec<usize> = (0..self.specs.len())
             .filter(|&s| self.specs[s].serves(key.role.as_ref(), &key.capabilities))
             .collect();
+        if specs.iter().all(|&s| self.specs[s].failed) && !specs.is_empty() {
+            return Err(Error::NoAgentForTask {
+                kind: task.kind().to_owned(),
+                role: key.role,
+                capabilities: key.capabilities,
+                reason: SPEC_FAILED.into(),
+            });
+        }
         if specs.is_empty() {
             return Err(Error::NoAgentForTask {
                 kind: task.kind().to_owned(),
@@ -276,6 +331,7 @@ impl Distributor {
             self.admit(task, &dependencies, fx);
         }
         self.publish();
+        self.autoscale(Instant::now(), fx);
         Ok(())
     }
 
@@ -308,9 +364,20 @@ impl Distributor {
         }
     }
 
-    /// Hands `task` to an idle agent of its lane, or queues it.
+    /// Hands `task` to an idle agent of its lane, or queues it; fails it
+    /// when every spec of its lane has failed.
     fn enqueue(&mut self, task: Task, fx: &mut Effects) {
         let lane = task.lane as usize;
+        if !self.lane_is_served(lane) {
+            let failed = TaskResult::failed(
+                task.id,
+                TaskStatus::Failed,
+                SPEC_FAILED.into(),
+                task.attempt,
+            );
+            self.complete(failed, fx);
+            return;
+        }
         let priority = task.priority;
         if let Some(agent) = self.take_idle(lane) {
             let mut batch = agent.batch.lock();
@@ -378,7 +445,7 @@ impl Distributor {
 
     /// Gives `agent` its next work in its batch; `false` when there is none
     /// and the agent is now idle.
-    pub(crate) fn next_batch(&mut self, agent: &Arc<AgentShared>) -> bool {
+    pub(crate) fn next_batch(&mut self, agent: &Arc<AgentShared>, fx: &mut Effects) -> bool {
         let mut batch = agent.batch.lock();
         if let Some(held) = batch.counted.take() {
             self.batched[held.rank()] -= 1;
@@ -429,6 +496,9 @@ impl Distributor {
         if !agent.idle_listed.swap(true, Ordering::Relaxed) {
             self.specs[agent.spec].idle.push_back(Arc::clone(agent));
         }
+        if self.scaling.policy.enabled {
+            self.scale_spec(agent.spec, Instant::now(), fx);
+        }
         false
     }
 
@@ -476,6 +546,11 @@ impl Distributor {
         if !ended {
             self.totals.late_results += 1;
         }
+    }
+
+    /// Counts results that arrived from an agent no longer heard.
+    pub(crate) fn discard_late(&mut self, results: usize) {
+        self.totals.late_results += results as u64;
     }
 
     /// Ends a task whose attempt outlived its timeout, if it is still that
@@ -559,10 +634,10 @@ impl Distributor {
                 }
             }
         }
-        self.record(result);
+        self.record(result, fx);
     }
 
-    fn record(&mut self, result: TaskResult) {
+    fn record(&mut self, result: TaskResult, fx: &mut Effects) {
         let totals = &mut self.totals;
         match result.status {
             TaskStatus::Succeeded => totals.succeeded += 1,
@@ -570,6 +645,12 @@ impl Distributor {
             TaskStatus::Cancelled => totals.cancelled += 1,
             TaskStatus::TimedOut => totals.timed_out += 1,
             TaskStatus::Queued | TaskStatus::Running => {}
+        }
+        if matches!(result.status, TaskStatus::Failed | TaskStatus::TimedOut) {
+            fx.events.push(Event::TaskDeadLettered {
+                task: result.id,
+                reason: result.error().unwrap_or_default().to_owned(),
+            });
         }
         self.unpublished.push(result);
     }

@@ -4,8 +4,13 @@ fn pool() -> Distributor {
     // A spec with no agents: every task stays queued, so the distributor's
     // bookkeeping can be checked without threads.
     Distributor::new(
-        vec![SpecPool::new(Role::Researcher, vec!["http".into()])],
+        vec![SpecPool::new(Role::Researcher, vec!["http".into()], 1)],
         Arc::new(Results::new(100)),
+        Scaling {
+            policy: AutoscalePolicy::disabled(),
+            min: 1,
+            max: 1,
+        },
     )
 }
 

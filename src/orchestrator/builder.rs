@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::Orchestrator;
 use crate::agent::{Agent, AgentSpec};
 use crate::broker::DEFAULT_MAILBOX_CAPACITY;
+use crate::coordination::{AutoscalePolicy, HealthConfig};
 use crate::error::{Error, Result};
 use crate::ids::Role;
 use crate::memory::SharedMemory;
@@ -37,6 +38,8 @@ pub struct OrchestratorBuilder {
     pub(crate) mailbox_capacity: usize,
     pub(crate) memory: Option<SharedMemory>,
     pub(crate) shutdown_timeout: Duration,
+    pub(crate) autoscale: AutoscalePolicy,
+    pub(crate) health: HealthConfig,
 }
 
 impl Default for OrchestratorBuilder {
@@ -49,6 +52,8 @@ impl Default for OrchestratorBuilder {
             mailbox_capacity: DEFAULT_MAILBOX_CAPACITY,
             memory: None,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            autoscale: AutoscalePolicy::default(),
+            health: HealthConfig::default(),
         }
     }
 }
@@ -112,6 +117,20 @@ impl OrchestratorBuilder {
         self
     }
 
+    /// When pools grow and shrink (default: the seed's policy, see
+    /// [`AutoscalePolicy`]; [`AutoscalePolicy::disabled`] keeps every pool
+    /// at its starting size).
+    pub fn autoscale(mut self, policy: AutoscalePolicy) -> Self {
+        self.autoscale = policy;
+        self
+    }
+
+    /// How agents are watched and replaced (default: see [`HealthConfig`]).
+    pub fn health(mut self, config: HealthConfig) -> Self {
+        self.health = config;
+        self
+    }
+
     /// How long [`Orchestrator::shutdown`] waits for running tasks to finish
     /// (default 30 s).
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
@@ -147,6 +166,7 @@ impl OrchestratorBuilder {
         if self.result_retention == 0 {
             return invalid("result_retention must be at least 1".into());
         }
+        self.health.validate().map_err(Error::InvalidConfig)?;
         if self.mailbox_capacity == 0 {
             return invalid("mailbox_capacity must be at least 1".into());
         }
@@ -171,6 +191,8 @@ impl fmt::Debug for OrchestratorBuilder {
             .field("max_agents", &self.max_agents)
             .field("mailbox_capacity", &self.mailbox_capacity)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("autoscale", &self.autoscale)
+            .field("health", &self.health)
             .finish()
     }
 }

@@ -1,5 +1,7 @@
 //! Events: what happened to agents and tasks, for the application to react.
 
+use std::time::Duration;
+
 use crate::ids::{AgentId, Role, TaskId};
 
 /// Something the orchestrator did or saw, delivered through
@@ -30,6 +32,57 @@ pub enum Event {
         /// The agent.
         agent: AgentId,
     },
+    /// A failed or hung agent was replaced by a new one of the same spec.
+    AgentReplaced {
+        /// The agent taken out of the pool.
+        failed: AgentId,
+        /// The agent that took its place.
+        replacement: AgentId,
+        /// Their role.
+        role: Role,
+    },
+    /// A busy agent showed no sign of life for longer than its limit (the
+    /// hang timeout, or its task's own timeout): it was detached from the
+    /// pool; its thread is left to end on its own.
+    AgentHung {
+        /// The agent.
+        agent: AgentId,
+        /// The task it was running.
+        task: Option<TaskId>,
+        /// How long it had been silent.
+        silent_for: Duration,
+    },
+    /// Auto-scaling added an agent (it is running).
+    ScaledUp {
+        /// The new agent.
+        agent: AgentId,
+        /// Its role.
+        role: Role,
+        /// The pool's size with it.
+        pool_size: usize,
+    },
+    /// Auto-scaling stopped an idle agent.
+    ScaledDown {
+        /// The agent stopped.
+        agent: AgentId,
+        /// Its role.
+        role: Role,
+        /// The pool's size without it.
+        pool_size: usize,
+    },
+    /// A spec needed more restarts than its limit allows: it is failed for
+    /// the rest of the orchestrator's life, and tasks only it could serve
+    /// fail (queued) or are refused (new).
+    RestartLimitReached {
+        /// The spec's role.
+        role: Role,
+        /// The spec's capabilities.
+        capabilities: Vec<String>,
+        /// Restarts counted within the window.
+        restarts: u32,
+        /// The window.
+        within: Duration,
+    },
     /// A failed attempt will be retried.
     TaskRetried {
         /// The task.
@@ -38,6 +91,14 @@ pub enum Event {
         attempt: u32,
         /// Why it failed.
         error: String,
+    },
+    /// A task ended without success after its last attempt (failed, or
+    /// timed out): its result keeps the reason.
+    TaskDeadLettered {
+        /// The task.
+        task: TaskId,
+        /// Why it failed.
+        reason: String,
     },
     /// A task ran past its timeout and ended as timed out.
     TaskTimedOut {

@@ -9,31 +9,34 @@
 
 mod builder;
 mod events;
-mod monitor;
 mod status;
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread::{self, JoinHandle};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
-use crate::agent::{AgentShared, runner};
-use crate::broker::{Control, Message, MessageBroker};
-use crate::distributor::{Distributor, Effects, Results, SpecPool, Task, TaskResult, Waited};
+use crate::agent::AgentShared;
+use crate::broker::{Message, MessageBroker};
+use crate::coordination::{Request, Supervisor, spawn_agent};
+use crate::distributor::{
+    Distributor, Effects, Results, Scaling, SpecPool, Task, TaskResult, Waited,
+};
 use crate::error::{Error, Missing, Result};
-use crate::ids::{AgentId, AgentState, TaskId};
+use crate::ids::{AgentId, AgentState, Role, TaskId};
 use crate::memory::SharedMemory;
 
+pub(crate) use builder::Factory;
 pub use builder::{
     DEFAULT_MAX_AGENTS, DEFAULT_MIN_AGENTS, DEFAULT_RESULT_RETENTION, DEFAULT_SHUTDOWN_TIMEOUT,
     OrchestratorBuilder,
 };
 pub use events::Event;
-use monitor::Monitor;
-pub use status::{AgentStatus, QueueDepths, StatusReport, TaskTotals};
+pub use status::{AgentStatus, PoolStatus, QueueDepths, StatusReport, TaskTotals};
 
 /// The sender id of messages from the orchestrator itself; agents are
 /// numbered from 1.
@@ -49,7 +52,11 @@ pub(crate) struct Shared {
     pub(crate) memory: SharedMemory,
     events: Sender<Event>,
     events_dropped: AtomicU64,
-    monitor: Monitor,
+    supervisor: Sender<Request>,
+    next_agent: AtomicU64,
+    /// Per role, the number in the next agent thread's name.
+    names: Mutex<HashMap<Role, usize>>,
+    hung_threads: AtomicUsize,
     started: Instant,
 }
 
@@ -85,6 +92,30 @@ impl Shared {
         for event in fx.events.drain(..) {
             self.emit(event);
         }
+        for spec in fx.scale_up.drain(..) {
+            self.request(Request::ScaleUp(spec));
+        }
+    }
+
+    pub(crate) fn request(&self, request: Request) {
+        // Refused only once the supervisor has ended, at shutdown, when
+        // there is nothing left to supervise.
+        let _ = self.supervisor.send(request);
+    }
+
+    pub(crate) fn next_agent_id(&self) -> AgentId {
+        AgentId::from(self.next_agent.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub(crate) fn next_name(&self, role: &Role) -> usize {
+        let mut names = self.names.lock();
+        let n = names.entry(role.clone()).or_insert(0);
+        *n += 1;
+        *n
+    }
+
+    pub(crate) fn set_hung_threads(&self, n: usize) {
+        self.hung_threads.store(n, Ordering::Relaxed);
     }
 
     pub(crate) fn emit(&self, event: Event) {
@@ -100,7 +131,9 @@ impl Shared {
         attempt: u32,
         timeout: Duration,
     ) {
-        self.monitor.watch(task, agent, attempt, timeout);
+        self.request(Request::Watch(crate::coordination::Deadline::new(
+            task, agent, attempt, timeout,
+        )));
     }
 }
 
@@ -137,9 +170,7 @@ impl Shared {
 pub struct Orchestrator {
     shared: Arc<Shared>,
     events: Receiver<Event>,
-    threads: Vec<(AgentId, JoinHandle<()>)>,
-    exited: Receiver<AgentId>,
-    monitor: Option<JoinHandle<()>>,
+    supervisor: Option<JoinHandle<()>>,
     shutdown_timeout: Duration,
     shut_down: bool,
 }
@@ -155,60 +186,69 @@ impl Orchestrator {
             .mailbox_capacity(config.mailbox_capacity)
             .build()?;
         let (events_tx, events_rx) = crossbeam_channel::bounded(EVENT_CAPACITY);
-        let (monitor, monitor_inbox) = Monitor::new();
+        let (supervisor_tx, supervisor_inbox) = crossbeam_channel::unbounded();
         let pools = config
             .specs
             .iter()
-            .map(|(spec, _)| SpecPool::new(spec.role.clone(), spec.capabilities.clone()))
+            .map(|(spec, _)| {
+                SpecPool::new(spec.role.clone(), spec.capabilities.clone(), spec.count)
+            })
             .collect();
+        let scaling = Scaling {
+            policy: config.autoscale,
+            min: config.min_agents,
+            max: config.max_agents,
+        };
         let results = Arc::new(Results::new(config.result_retention));
         let shared = Arc::new(Shared {
-            distributor: Mutex::new(Distributor::new(pools, Arc::clone(&results))),
+            distributor: Mutex::new(Distributor::new(pools, Arc::clone(&results), scaling)),
             results,
             broker,
             memory: config.memory.unwrap_or_else(SharedMemory::in_memory),
             events: events_tx,
             events_dropped: AtomicU64::new(0),
-            monitor,
+            supervisor: supervisor_tx,
+            next_agent: AtomicU64::new(1),
+            names: Mutex::new(HashMap::new()),
+            hung_threads: AtomicUsize::new(0),
             started: Instant::now(),
         });
-        let (exited_tx, exited) = crossbeam_channel::unbounded();
+        let factories: Vec<Factory> = config.specs.iter().map(|(_, f)| Arc::clone(f)).collect();
+        let mut agents = Vec::new();
         let mut orchestrator = Orchestrator {
             shared: Arc::clone(&shared),
             events: events_rx,
-            threads: Vec::new(),
-            exited,
-            monitor: None,
+            supervisor: None,
             shutdown_timeout: config.shutdown_timeout,
             shut_down: false,
         };
-        orchestrator.monitor = Some(Monitor::spawn(Arc::clone(&shared), monitor_inbox)?);
-        let mut next_id = 1u64;
-        for (index, (spec, factory)) in config.specs.iter().enumerate() {
-            for n in 0..spec.count {
-                let id = AgentId::from(next_id);
-                next_id += 1;
-                let agent = Arc::new(AgentShared::new(id, spec.role.clone(), index));
-                shared.distributor.lock().specs[index]
-                    .agents
-                    .push(Arc::clone(&agent));
-                let mailbox = shared.broker.register_with_role(id, spec.role.clone())?;
-                let (factory, agent_shared, exited) =
-                    (Arc::clone(factory), Arc::clone(&shared), exited_tx.clone());
-                let handle = thread::Builder::new()
-                    .name(format!("agentry-{}-{}", spec.role, n + 1))
-                    .spawn(move || {
-                        agent_shared.emit(Event::AgentSpawned {
-                            agent: id,
-                            role: agent.role.clone(),
-                        });
-                        runner::run(factory(), mailbox, agent, Arc::clone(&agent_shared));
-                        agent_shared.emit(Event::AgentStopped { agent: id });
-                        let _ = exited.send(id);
-                    })?;
-                orchestrator.threads.push((id, handle));
+        for (spec, (agent_spec, factory)) in config.specs.iter().enumerate() {
+            for _ in 0..agent_spec.count {
+                match spawn_agent(&shared, spec, factory, false) {
+                    Ok(agent) => agents.push(agent),
+                    Err(error) => {
+                        // The agents spawned so far are stopped by the
+                        // supervisor that `drop` shuts down.
+                        orchestrator.supervisor = Supervisor::spawn(
+                            Arc::clone(&shared),
+                            supervisor_inbox,
+                            factories,
+                            config.health,
+                            agents,
+                        )
+                        .ok();
+                        return Err(error);
+                    }
+                }
             }
         }
+        orchestrator.supervisor = Some(Supervisor::spawn(
+            shared,
+            supervisor_inbox,
+            factories,
+            config.health,
+            agents,
+        )?);
         Ok(orchestrator)
     }
 
@@ -324,10 +364,30 @@ impl Orchestrator {
             retried: t.retried,
             late_results: t.late_results,
         };
+        let pools = distributor
+            .pool_figures()
+            .into_iter()
+            .map(|figures| {
+                let pool = distributor.pool(figures.spec);
+                PoolStatus {
+                    role: pool.role.clone(),
+                    capabilities: pool.capabilities.clone(),
+                    agents: figures.agents,
+                    idle: figures.idle,
+                    queued: figures.queued,
+                    restarts: pool.restarts,
+                    scaled_up: pool.scaled_up,
+                    scaled_down: pool.scaled_down,
+                    failed: pool.failed,
+                }
+            })
+            .collect();
         let uptime = self.shared.started.elapsed();
         StatusReport {
             running: agents.iter().filter(|a| a.current_task.is_some()).count(),
             agents,
+            pools,
+            hung_threads: self.shared.hung_threads.load(Ordering::Relaxed),
             queues: QueueDepths::from_ranks(distributor.queued()),
             waiting_on_dependencies: distributor.waiting_on_dependencies(),
             throughput: totals.finished() as f64 / uptime.as_secs_f64().max(1e-9),
@@ -378,48 +438,23 @@ impl Orchestrator {
         }
         self.shut_down = true;
         let mut fx = Effects::default();
-        let agents: Vec<Arc<AgentShared>> = {
-            let mut distributor = self.shared.distributor.lock();
-            distributor.close(&mut fx);
-            distributor
-                .specs
-                .iter()
-                .flat_map(|s| s.agents.iter().cloned())
-                .collect()
-        };
+        self.shared.distributor.lock().close(&mut fx);
         self.shared.apply(&mut fx);
-        for agent in &agents {
-            agent.stop.store(true, Ordering::Relaxed);
-            let _ = self
-                .shared
-                .broker
-                .send_control(ORCHESTRATOR_ID, agent.id, Control::Stop);
-        }
+        let Some(supervisor) = self.supervisor.take() else {
+            return Ok(());
+        };
         let deadline = Instant::now() + self.shutdown_timeout;
-        let mut exited = std::collections::HashSet::new();
-        while exited.len() < self.threads.len() {
-            match self.exited.recv_deadline(deadline) {
-                Ok(id) => {
-                    exited.insert(id);
-                }
-                Err(_) => break,
-            }
-        }
-        let mut stuck = Vec::new();
-        for (id, handle) in self.threads.drain(..) {
-            // An agent that said it exited is past its last step: joining
-            // it cannot wait long.
-            if exited.contains(&id) {
-                let _ = handle.join();
-            } else {
-                stuck.push(id);
-            }
-            let _ = self.shared.broker.unregister(id);
-        }
-        self.shared.monitor.stop();
-        if let Some(monitor) = self.monitor.take() {
-            let _ = monitor.join();
-        }
+        let (reply_tx, reply) = crossbeam_channel::bounded(1);
+        self.shared.request(Request::Shutdown {
+            deadline,
+            reply: reply_tx,
+        });
+        // The supervisor answers by the deadline; the margin covers a
+        // supervisor busy spawning when the request arrived.
+        let stuck = reply
+            .recv_deadline(deadline + Duration::from_secs(5))
+            .map_err(|_| Error::Timeout)?;
+        let _ = supervisor.join();
         if stuck.is_empty() {
             Ok(())
         } else {
@@ -440,7 +475,17 @@ impl Drop for Orchestrator {
 impl std::fmt::Debug for Orchestrator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Orchestrator")
-            .field("agents", &self.threads.len())
+            .field(
+                "agents",
+                &self
+                    .shared
+                    .distributor
+                    .lock()
+                    .pool_figures()
+                    .iter()
+                    .map(|p| p.agents)
+                    .sum::<usize>(),
+            )
             .field("shut_down", &self.shut_down)
             .finish()
     }

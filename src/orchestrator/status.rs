@@ -37,6 +37,32 @@ pub struct AgentStatus {
     pub current_task: Option<TaskId>,
 }
 
+/// One agent spec's pool in a [`StatusReport`]: its size, its queue, and
+/// what supervision and scaling did to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct PoolStatus {
+    /// The spec's role.
+    pub role: Role,
+    /// The spec's capabilities.
+    pub capabilities: Vec<String>,
+    /// Agents in the pool now.
+    pub agents: usize,
+    /// Of which idle.
+    pub idle: usize,
+    /// Tasks waiting that this spec can serve (a task several specs can
+    /// serve counts for each).
+    pub queued: usize,
+    /// Failed or hung agents replaced.
+    pub restarts: u64,
+    /// Agents added by auto-scaling.
+    pub scaled_up: u64,
+    /// Agents removed by auto-scaling.
+    pub scaled_down: u64,
+    /// Whether the restart limit failed the spec.
+    pub failed: bool,
+}
+
 /// Tasks waiting in the queues, per priority.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct QueueDepths {
@@ -118,6 +144,10 @@ impl TaskTotals {
 pub struct StatusReport {
     /// One row per live agent.
     pub agents: Vec<AgentStatus>,
+    /// One row per agent spec.
+    pub pools: Vec<PoolStatus>,
+    /// Threads of hung agents, detached from their pools, still running.
+    pub hung_threads: usize,
     /// Tasks waiting for an agent, per priority.
     pub queues: QueueDepths,
     /// Tasks waiting for their dependencies.
@@ -165,6 +195,27 @@ impl fmt::Display for StatusReport {
                 format_duration(a.mean_time),
                 format_duration(a.p99_time),
             )?;
+        }
+        for p in &self.pools {
+            writeln!(
+                f,
+                "pool {:<12} agents {:>3} (idle {:>3}) | queued {:>6} | restarts {} | scaled +{} -{}{}",
+                p.role.name(),
+                p.agents,
+                p.idle,
+                p.queued,
+                p.restarts,
+                p.scaled_up,
+                p.scaled_down,
+                if p.failed {
+                    " | FAILED (restart limit)"
+                } else {
+                    ""
+                }
+            )?;
+        }
+        if self.hung_threads > 0 {
+            writeln!(f, "hung threads still running: {}", self.hung_threads)?;
         }
         let q = &self.queues;
         writeln!(
