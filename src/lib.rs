@@ -55,6 +55,34 @@
 //! # Ok::<(), agentry::Error>(())
 //! ```
 //!
+//! # Failures and scaling
+//!
+//! A panicking agent fails only its attempt (retried while attempts
+//! remain) and is replaced from its factory; a hung one is detached and
+//! replaced; pools grow when work piles up and shrink when idle. Every such
+//! step is an [`Event`].
+//!
+//! ```
+//! use agentry::{AgentContext, AutoscalePolicy, Event, HealthConfig, Orchestrator, Output, Role, Task};
+//! use std::time::Duration;
+//!
+//! let orchestrator = Orchestrator::builder()
+//!     .agents(Role::Extractor, 1, || |task: &Task, _: &AgentContext| {
+//!         if task.attempt() == 1 {
+//!             panic!("malformed page");
+//!         }
+//!         Ok(Output::empty())
+//!     })
+//!     .health(HealthConfig::default().hang_timeout(Duration::from_secs(5)))
+//!     .autoscale(AutoscalePolicy::disabled())
+//!     .build()?;
+//! let id = orchestrator.submit(Task::new("extract").with_max_attempts(2))?;
+//! assert!(orchestrator.wait(id, Duration::from_secs(10))?.is_success());
+//! let replaced = orchestrator.events().iter().find(|e| matches!(e, Event::AgentReplaced { .. }));
+//! assert!(replaced.is_some());
+//! # Ok::<(), agentry::Error>(())
+//! ```
+//!
 //! # Shared memory
 //!
 //! [`SharedMemory`] is a versioned key/value store: every write gets a fresh
@@ -116,14 +144,14 @@
 //! | agent orchestrator | `orchestrator` | [`Orchestrator`], [`OrchestratorBuilder`], [`StatusReport`], [`Event`] |
 //! | task distributor | `distributor` | [`Task`], [`TaskResult`], [`TaskStatus`], [`Output`], [`TaskError`] |
 //! | agents | `agent` | [`Agent`], [`AgentContext`], [`AgentSpec`] |
+//! | coordination (health, recovery, auto-scaling) | `coordination` | [`HealthConfig`], [`AutoscalePolicy`] |
 //! | message broker | `broker` | [`MessageBroker`], [`Mailbox`], [`Message`], [`Delivery`] |
 //! | shared memory | `memory` | [`SharedMemory`], [`Version`], [`Versioned`], [`Durability`] |
 //! | identity and routing | `ids` | [`AgentId`], [`TaskId`], [`Priority`], [`Role`], [`AgentState`] |
 //! | errors | `error` | [`Error`], [`Result`] |
 //!
-//! Not yet built: health monitoring with failure recovery and auto-scaling,
-//! leader election, and the integration layer (planning, parallel
-//! execution, skills, browser tabs).
+//! Not yet built: leader election, and the integration layer (planning,
+//! parallel execution, skills, browser tabs).
 //!
 //! `docs/ARCHITECTURE.md` in the repository explains how a task and a
 //! message travel, and `docs/PERFORMANCE.md` what the benchmarks measure.
