@@ -369,13 +369,7 @@ impl Distributor {
     fn enqueue(&mut self, task: Task, fx: &mut Effects) {
         let lane = task.lane as usize;
         if !self.lane_is_served(lane) {
-            let failed = TaskResult::failed(
-                task.id,
-                TaskStatus::Failed,
-                SPEC_FAILED.into(),
-                task.attempt,
-            );
-            self.complete(failed, fx);
+            self.fail_unservable(&task, fx);
             return;
         }
         let priority = task.priority;
@@ -393,7 +387,7 @@ impl Distributor {
         self.lanes[lane].queues[priority.rank()].push_back(task);
         self.queued[priority.rank()] += 1;
         if self.batched[priority.rank() + 1..].iter().any(|&n| n > 0) {
-            self.take_back_batches_below(priority);
+            self.take_back_batches_below(priority, fx);
         }
     }
 
@@ -422,7 +416,7 @@ impl Distributor {
 
     /// Takes every not-started batch of a priority below `priority` back
     /// into the queues, in its original order at the front.
-    fn take_back_batches_below(&mut self, priority: Priority) {
+    fn take_back_batches_below(&mut self, priority: Priority, fx: &mut Effects) {
         for s in 0..self.specs.len() {
             for a in 0..self.specs[s].agents.len() {
                 let agent = Arc::clone(&self.specs[s].agents[a]);
@@ -435,12 +429,35 @@ impl Distributor {
                 self.batched[held.rank()] -= 1;
                 let tasks = mem::take(&mut batch.tasks);
                 drop(batch);
-                for task in tasks.into_iter().rev() {
-                    self.queued[task.priority.rank()] += 1;
-                    self.lanes[task.lane as usize].queues[task.priority.rank()].push_front(task);
-                }
+                self.requeue_front(tasks, fx);
             }
         }
+    }
+
+    /// Puts tasks taken back from a batch at the front of their queues, in
+    /// their original order (they are older than anything queued behind
+    /// them); a task nobody can serve any more fails instead.
+    fn requeue_front(&mut self, tasks: VecDeque<Task>, fx: &mut Effects) {
+        for task in tasks.into_iter().rev() {
+            if self.lane_is_served(task.lane as usize) {
+                self.queued[task.priority.rank()] += 1;
+                self.lanes[task.lane as usize].queues[task.priority.rank()].push_front(task);
+            } else {
+                self.fail_unservable(&task, fx);
+            }
+        }
+    }
+
+    /// Fails a task whose every possible spec was failed by the restart
+    /// limit.
+    fn fail_unservable(&mut self, task: &Task, fx: &mut Effects) {
+        let failed = TaskResult::failed(
+            task.id,
+            TaskStatus::Failed,
+            SPEC_FAILED.into(),
+            task.attempt,
+        );
+        self.complete(failed, fx);
     }
 
     /// Gives `agent` its next work in its batch; `false` when there is none

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::{Distributor, Effects, SPEC_FAILED, Scaling, SpecPool, TaskResult, TaskStatus};
+use super::{Distributor, Effects, Scaling, SpecPool, TaskResult, TaskStatus};
 use crate::agent::AgentShared;
 use crate::orchestrator::Event;
 
@@ -63,20 +63,7 @@ impl Distributor {
         }
         let unstarted = mem::take(&mut batch.tasks);
         drop(batch);
-        for task in unstarted.into_iter().rev() {
-            if self.lane_is_served(task.lane as usize) {
-                self.queued[task.priority.rank()] += 1;
-                self.lanes[task.lane as usize].queues[task.priority.rank()].push_front(task);
-            } else {
-                let failed = TaskResult::failed(
-                    task.id,
-                    TaskStatus::Failed,
-                    SPEC_FAILED.into(),
-                    task.attempt,
-                );
-                self.complete(failed, fx);
-            }
-        }
+        self.requeue_front(unstarted, fx);
         self.hand_out_queued(fx);
         true
     }
@@ -185,13 +172,7 @@ impl Distributor {
                 dead.extend(queue.drain(..));
             }
             for task in dead {
-                let failed = TaskResult::failed(
-                    task.id,
-                    TaskStatus::Failed,
-                    SPEC_FAILED.into(),
-                    task.attempt,
-                );
-                self.complete(failed, fx);
+                self.fail_unservable(&task, fx);
             }
         }
         self.publish();
