@@ -118,6 +118,7 @@
 //! | agents | `agent` | [`Agent`], [`AgentContext`], [`AgentSpec`] |
 //! | message broker | `broker` | [`MessageBroker`], [`Mailbox`], [`Message`], [`Delivery`] |
 //! | shared memory | `memory` | [`SharedMemory`], [`Version`], [`Versioned`], [`Durability`] |
+//! | leader election | `election` | [`LeaderElection`], [`ElectionConfig`], [`ElectionHandle`], [`Leadership`], [`ElectionEvent`], [`LeaderInfo`] |
 //! | identity and routing | `ids` | [`AgentId`], [`TaskId`], [`Priority`], [`Role`], [`AgentState`] |
 //! | errors | `error` | [`Error`], [`Result`] |
 //!
@@ -138,6 +139,7 @@
 mod agent;
 mod broker;
 mod distributor;
+mod election;
 mod error;
 mod ids;
 mod memory;
@@ -150,6 +152,10 @@ pub use broker::{
     MessageKind,
 };
 pub use distributor::{Output, Task, TaskError, TaskResult, TaskStatus};
+pub use election::{
+    DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_LEASE_TIMEOUT, DEFAULT_RETRY_INTERVAL, ElectionConfig,
+    ElectionEvent, ElectionHandle, LeaderElection, LeaderInfo, Leadership,
+};
 pub use error::{Error, Missing, Result};
 pub use ids::{AgentId, AgentState, Priority, Role, TaskId};
 pub use memory::{Durability, SharedMemory, Version, Versioned};
