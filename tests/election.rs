@@ -185,9 +185,10 @@ fn resigning_hands_over_to_a_follower() {
         .start()
         .unwrap();
     // The follower sees the leader.
-    let seen = wait_for(second.events(), |e| {
-        matches!(e, ElectionEvent::LeaderChanged { leader: Some(l) } if l.instance_id == "first")
-    });
+    let seen = wait_for(
+        second.events(),
+        |e| matches!(e, ElectionEvent::LeaderChanged { leader: Some(l) } if l.instance_id == "first"),
+    );
     assert!(seen, "the follower announces the leader");
     assert!(!second.is_leader());
 
@@ -195,7 +196,10 @@ fn resigning_hands_over_to_a_follower() {
     assert!(second.wait_until_leader(PATIENCE));
     assert!(second.epoch().unwrap() > epoch);
     let events: Vec<_> = first.events().iter().collect();
-    assert!(events.contains(&ElectionEvent::Demoted { epoch }), "{events:?}");
+    assert!(
+        events.contains(&ElectionEvent::Demoted { epoch }),
+        "{events:?}"
+    );
     first.resign().unwrap();
 }
 
@@ -216,7 +220,10 @@ fn a_leader_that_stops_renewing_is_deposed_and_refused() {
         .start()
         .unwrap();
     assert!(follower.wait_until_leader(PATIENCE));
-    assert!(started.elapsed() >= LEASE, "took over before the lease expired");
+    assert!(
+        started.elapsed() >= LEASE,
+        "took over before the lease expired"
+    );
     let epoch = follower.epoch().unwrap();
     assert!(epoch > stale.epoch());
 
@@ -355,13 +362,10 @@ impl Candidates {
         let mut passed = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| {
-                    let tail = &passed[passed.len().saturating_sub(10)..];
-                    panic!("no election within {PATIENCE:?}; last lines {tail:?}")
-                });
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| {
+                let tail = &passed[passed.len().saturating_sub(10)..];
+                panic!("no election within {PATIENCE:?}; last lines {tail:?}")
+            });
             if line.2 == "elected" {
                 return (line, passed);
             }
@@ -384,7 +388,12 @@ impl Drop for Candidates {
 
 fn spawn_child(dir: &Path) -> Child {
     Command::new(env::current_exe().unwrap())
-        .args(["--exact", "child_candidate", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "child_candidate",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD, dir)
         .stdout(Stdio::piped())
         .spawn()
@@ -410,7 +419,10 @@ fn processes_elect_one_leader_and_replace_it_after_kill_9() {
     let rounds = 10;
     for round in 0..rounds {
         let ((leader, pid, _, epoch), passed) = candidates.next_elected();
-        assert!(epoch > last_epoch, "round {round}: epoch {epoch} after {last_epoch}");
+        assert!(
+            epoch > last_epoch,
+            "round {round}: epoch {epoch} after {last_epoch}"
+        );
         assert!(epochs.insert(epoch), "epoch {epoch} elected twice");
         // Nothing acted under another epoch since the previous leader died.
         for (_, _, what, e) in &passed {

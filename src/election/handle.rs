@@ -251,4 +251,3 @@ impl fmt::Debug for ElectionHandle {
             .finish()
     }
 }
-

@@ -197,7 +197,12 @@ pub(crate) fn elect(
     };
     dir.write_record(&record)?;
     drop(epoch_lock);
-    tracing::info!(epoch, instance_id = config.instance_id(), takeover = lock.is_none(), "elected leader");
+    tracing::info!(
+        epoch,
+        instance_id = config.instance_id(),
+        takeover = lock.is_none(),
+        "elected leader"
+    );
     Ok(Some(Leadership {
         dir: dir.clone(),
         lock,

@@ -115,7 +115,9 @@ impl Runner {
     /// none waiting for it.
     fn spawn_locker(&mut self) {
         let needs_lock = self.leadership.as_ref().is_none_or(|l| !l.holds_lock());
-        let standing = self.standby_until.is_none_or(|until| Instant::now() >= until);
+        let standing = self
+            .standby_until
+            .is_none_or(|until| Instant::now() >= until);
         if self.locker.is_some() || !needs_lock || !standing {
             return;
         }
@@ -141,7 +143,13 @@ impl Runner {
             leadership.adopt_lock(lock);
             return;
         }
-        match elect(&self.dir, &self.config, Some(lock), None, self.config.retry()) {
+        match elect(
+            &self.dir,
+            &self.config,
+            Some(lock),
+            None,
+            self.config.retry(),
+        ) {
             Ok(Some(leadership)) => self.become_leader(leadership),
             Ok(None) => {} // another election holds epoch.lock; try again
             Err(e) => self.back_off("election failed", &e),
@@ -170,7 +178,13 @@ impl Runner {
         }
         tracing::warn!(lease = ?self.config.lease(), "the leader's heartbeat expired; taking over");
         let observed = observed.clone();
-        match elect(&self.dir, &self.config, None, Some(&observed), self.config.retry()) {
+        match elect(
+            &self.dir,
+            &self.config,
+            None,
+            Some(&observed),
+            self.config.retry(),
+        ) {
             Ok(Some(leadership)) => self.become_leader(leadership),
             // Someone else changed the directory first: watch it afresh.
             Ok(None) => self.observed = None,
@@ -194,7 +208,11 @@ impl Runner {
                 self.next_beat = now + self.config.heartbeat();
             }
             Err(Error::NotLeader { epoch, current }) => {
-                tracing::warn!(?epoch, ?current, "deposed by a later election; stepping down");
+                tracing::warn!(
+                    ?epoch,
+                    ?current,
+                    "deposed by a later election; stepping down"
+                );
                 // A deposed leader was frozen or slow: it waits a lease
                 // before standing again, so the new leader keeps the lead.
                 self.demote(Some(Instant::now() + self.config.lease()));

@@ -227,7 +227,12 @@ pub(crate) fn epoch_on_disk(files: &Files) -> Result<Option<u64>> {
     });
     match read {
         Ok(()) => {}
-        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::UnexpectedEof) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::UnexpectedEof
+            ) =>
+        {
             return Ok(None);
         }
         Err(e) => return Err(e.into()),

@@ -108,18 +108,19 @@ impl Store {
         let journals = files.journals()?;
         for (index, (_, journal_path)) in journals.iter().enumerate() {
             let last = index + 1 == journals.len();
-            let replayed = journal::replay(journal_path, last, covered, epoch, |version, key, value| {
-                let mut map = shards.for_key(key).write();
-                match value {
-                    Some(bytes) => {
-                        let bytes = bytes.to_vec();
-                        map.insert(key.to_owned(), Entry { version, bytes });
+            let replayed =
+                journal::replay(journal_path, last, covered, epoch, |version, key, value| {
+                    let mut map = shards.for_key(key).write();
+                    match value {
+                        Some(bytes) => {
+                            let bytes = bytes.to_vec();
+                            map.insert(key.to_owned(), Entry { version, bytes });
+                        }
+                        None => {
+                            map.remove(key);
+                        }
                     }
-                    None => {
-                        map.remove(key);
-                    }
-                }
-            })?;
+                })?;
             tracing::debug!(path = %journal_path.display(), ?replayed, "journal replayed");
             newest = newest.max(replayed.max_version);
             replayed_any |= replayed.applied > 0 || replayed.dropped > 0 || replayed.fenced > 0;
@@ -356,13 +357,19 @@ mod tests {
         assert!(leader.read("before", |_| ()).is_some());
         assert!(matches!(
             leader.fence(0),
-            Err(crate::Error::NotLeader { epoch: Some(0), current: Some(1) })
+            Err(crate::Error::NotLeader {
+                epoch: Some(0),
+                current: Some(1)
+            })
         ));
         leader.fence(2).unwrap();
         write(&deposed, "late");
         assert!(matches!(
             deposed.persist(),
-            Err(crate::Error::NotLeader { epoch: Some(1), current: Some(2) })
+            Err(crate::Error::NotLeader {
+                epoch: Some(1),
+                current: Some(2)
+            })
         ));
         write(&deposed, "later");
         write(&leader, "mine");
