@@ -147,6 +147,7 @@
 //! | coordination (health, recovery, auto-scaling) | `coordination` | [`HealthConfig`], [`AutoscalePolicy`] |
 //! | message broker | `broker` | [`MessageBroker`], [`Mailbox`], [`Message`], [`Delivery`] |
 //! | shared memory | `memory` | [`SharedMemory`], [`Version`], [`Versioned`], [`Durability`] |
+//! | leader election | `election` | [`LeaderElection`], [`ElectionConfig`], [`ElectionHandle`], [`Leadership`], [`ElectionEvent`], [`LeaderInfo`] |
 //! | identity and routing | `ids` | [`AgentId`], [`TaskId`], [`Priority`], [`Role`], [`AgentState`] |
 //! | errors | `error` | [`Error`], [`Result`] |
 //!
@@ -167,6 +168,7 @@ mod agent;
 mod broker;
 mod coordination;
 mod distributor;
+mod election;
 mod error;
 mod ids;
 mod memory;
@@ -182,6 +184,10 @@ pub use coordination::{
     AutoscalePolicy, DEFAULT_CHECK_INTERVAL, DEFAULT_HANG_TIMEOUT, HealthConfig,
 };
 pub use distributor::{Output, Task, TaskError, TaskResult, TaskStatus};
+pub use election::{
+    DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_LEASE_TIMEOUT, DEFAULT_RETRY_INTERVAL, ElectionConfig,
+    ElectionEvent, ElectionHandle, LeaderElection, LeaderInfo, Leadership,
+};
 pub use error::{Error, Missing, Result};
 pub use ids::{AgentId, AgentState, Priority, Role, TaskId};
 pub use memory::{Durability, SharedMemory, Version, Versioned};

@@ -7,7 +7,9 @@
 //! * `dir/name.tmp`: the next snapshot while it is written (renamed over
 //!   `dir/name` once complete);
 //! * `dir/name.journal.N`: journal generation `N` (Journal mode, or left over
-//!   from it), replayed in increasing `N`.
+//!   from it), replayed in increasing `N`;
+//! * `dir/name.lock`: locked (`flock`) by a process for the instant it checks
+//!   the fencing epoch of the snapshot on disk and renames its own over it.
 
 use std::ffi::OsString;
 use std::fs::{self, File};
@@ -55,6 +57,10 @@ impl Files {
 
     pub(crate) fn temp(&self) -> PathBuf {
         self.sibling(".tmp")
+    }
+
+    pub(crate) fn lock(&self) -> PathBuf {
+        self.sibling(".lock")
     }
 
     pub(crate) fn journal(&self, generation: u64) -> PathBuf {
@@ -118,6 +124,7 @@ mod tests {
         let files = Files::new(Path::new("state/mem.snap")).unwrap();
         assert_eq!(files.temp(), Path::new("state/mem.snap.tmp"));
         assert_eq!(files.journal(3), Path::new("state/mem.snap.journal.3"));
+        assert_eq!(files.lock(), Path::new("state/mem.snap.lock"));
         let bare = Files::new(Path::new("mem.snap")).unwrap();
         assert_eq!(bare.journal(0), Path::new("./mem.snap.journal.0"));
     }

@@ -263,12 +263,16 @@ pub(crate) struct Replayed {
     pub(crate) applied: u64,
     /// Bytes of a torn tail dropped (0 if the file ended cleanly).
     pub(crate) dropped: u64,
+    /// Records skipped because the file's epoch is older than the snapshot's.
+    pub(crate) fenced: u64,
 }
 
 /// Replays the journal at `path`, calling `apply(version, key, value)` for
 /// every record newer than `covered` (the snapshot's global version), in file
 /// order. `value` is `None` for a delete. Only the `last` file may end in a
 /// torn record: earlier generations were fully synced before the next began.
+/// A file whose header epoch is below `epoch` (the snapshot's) is fenced off:
+/// its records are counted, not applied.
 ///
 /// # Errors
 ///
@@ -278,6 +282,7 @@ pub(crate) fn replay(
     path: &Path,
     last: bool,
     covered: Version,
+    epoch: u64,
     mut apply: impl FnMut(Version, &str, Option<&[u8]>),
 ) -> Result<Replayed> {
     let data = std::fs::read(path)?;
@@ -290,6 +295,7 @@ pub(crate) fn replay(
         max_version: Version::NONE,
         applied: 0,
         dropped: 0,
+        fenced: 0,
     };
     let magic_seen = data.get(..MAGIC.len()).unwrap_or(&data);
     if !MAGIC.starts_with(magic_seen) {
@@ -312,6 +318,19 @@ pub(crate) fn replay(
             8,
             format!("format version {format} is not supported (this build reads version {FORMAT})"),
         ));
+    }
+    let written_under = u64::from_le_bytes([
+        header[16], header[17], header[18], header[19], header[20], header[21], header[22],
+        header[23],
+    ]);
+    let fenced = written_under < epoch;
+    if fenced {
+        tracing::warn!(
+            path = %path.display(),
+            journal_epoch = written_under,
+            snapshot_epoch = epoch,
+            "skipping the journal of a deposed leader"
+        );
     }
     let mut offset = HEADER_LEN;
     while let Some(rest) = data.get(offset..).filter(|rest| !rest.is_empty()) {
@@ -348,7 +367,9 @@ pub(crate) fn replay(
         };
         let version = Version::new(version);
         replayed.max_version = replayed.max_version.max(version);
-        if version > covered {
+        if fenced {
+            replayed.fenced += 1;
+        } else if version > covered {
             apply(version, key, value);
             replayed.applied += 1;
         }
@@ -394,7 +415,7 @@ mod tests {
 
     fn records(path: &Path, last: bool) -> Result<Vec<Record>> {
         let mut out = Vec::new();
-        replay(path, last, Version::NONE, |v, k, val| {
+        replay(path, last, Version::NONE, 0, |v, k, val| {
             out.push((v.get(), k.to_owned(), val.map(<[u8]>::to_vec)))
         })?;
         Ok(out)
@@ -461,6 +482,26 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_journal_of_an_older_epoch_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = Files::new(&dir.path().join("m")).unwrap();
+        let journal = Journal::create(&files, 1, 3).unwrap();
+        let ticket = journal.append(Version::new(1), "k", Some(b"v")).unwrap();
+        journal.wait(ticket).unwrap();
+        let mut applied = 0;
+        let replayed = replay(&files.journal(1), true, Version::NONE, 4, |_, _, _| {
+            applied += 1
+        })
+        .unwrap();
+        assert_eq!((applied, replayed.fenced), (0, 1));
+        let replayed = replay(&files.journal(1), true, Version::NONE, 3, |_, _, _| {
+            applied += 1
+        })
+        .unwrap();
+        assert_eq!((applied, replayed.fenced), (1, 0));
     }
 
     #[test]

@@ -20,8 +20,10 @@
 //!   and in Journal mode an fsynced, group-committed journal of every write
 //!   (`journal.rs`), folded into the next snapshot.
 //! * **Fencing.** Snapshots and journals carry the writer's fencing epoch (0
-//!   while no election is configured); the leader-election issue sets it and
-//!   refuses the writes of a deposed leader.
+//!   while no election is configured). A new leader calls
+//!   [`SharedMemory::fence`] with its election epoch; from then on a deposed
+//!   leader's snapshot is refused with [`Error::NotLeader`] and its journal
+//!   records are skipped at the next open.
 //!
 //! `docs/MEMORY.md` describes the file formats byte by byte and argues why a
 //! crash at any point leaves a consistent store.
@@ -370,6 +372,49 @@ impl SharedMemory {
         self.store().path()
     }
 
+    /// Claims the store's files for the leader elected with `epoch` (the
+    /// fencing token from [`LeaderElection`](crate::LeaderElection)): writes a
+    /// snapshot carrying `epoch`, durable when this returns. From then on, a
+    /// store holding an older epoch (a deposed leader, in this process or
+    /// another) cannot replace the snapshot: its [`persist`](Self::persist)
+    /// fails with [`Error::NotLeader`], and the journal generations it writes
+    /// are skipped when the store is next opened. Call it right after opening
+    /// the store on election, before any write. Does nothing in memory.
+    ///
+    /// ```
+    /// use agentry::{Error, SharedMemory};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("memory.snap");
+    /// let deposed = SharedMemory::open(&path)?;
+    /// deposed.fence(1)?;
+    ///
+    /// let leader = SharedMemory::open(&path)?;
+    /// leader.fence(2)?;
+    /// deposed.put("late", &"write")?;
+    /// assert!(matches!(
+    ///     deposed.persist(),
+    ///     Err(Error::NotLeader { epoch: Some(1), current: Some(2) })
+    /// ));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotLeader`] if `epoch` is older than this store's epoch or
+    /// than the snapshot's on disk (nothing changes then); [`Error::Io`] if
+    /// the snapshot cannot be written.
+    pub fn fence(&self, epoch: u64) -> Result<()> {
+        self.store().fence(epoch)
+    }
+
+    /// The fencing epoch this store writes under: the last one
+    /// [`fence`](Self::fence)d, else the one its snapshot carried when it was
+    /// opened (0 without election, and in memory).
+    pub fn epoch(&self) -> u64 {
+        self.store().epoch()
+    }
+
     /// Writes a snapshot of the whole store; every write that returned before
     /// this call is durable when it returns. In Journal mode this also folds
     /// the journal into the snapshot. Does nothing for an in-memory store.
@@ -378,6 +423,9 @@ impl SharedMemory {
     ///
     /// [`Error::Io`] if the snapshot cannot be written; the previous snapshot
     /// (and journal) remain intact and the store keeps working.
+    /// [`Error::NotLeader`] if the snapshot on disk carries a greater fencing
+    /// epoch than this store's: a newer leader [`fence`](Self::fence)d it, and
+    /// this store may no longer write it.
     pub fn persist(&self) -> Result<()> {
         self.store().persist()
     }
@@ -390,6 +438,7 @@ impl fmt::Debug for SharedMemory {
             .field("version", &self.version())
             .field("path", &self.path())
             .field("durability", &self.durability())
+            .field("epoch", &self.epoch())
             .finish()
     }
 }

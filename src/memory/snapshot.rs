@@ -28,6 +28,17 @@
 //! snapshot is untouched; the rename is atomic; so a crash at any point leaves
 //! either the complete old file or the complete new one under `name`. A stray
 //! `name.tmp` is simply overwritten by the next snapshot.
+//!
+//! # Fencing
+//!
+//! Right before the rename, the writer reads the header of the snapshot it
+//! is about to replace: if that one carries a greater fencing epoch, a newer
+//! leader owns the store and the write is refused with
+//! [`Error::NotLeader`]. The check and the rename happen under an `flock` on
+//! `name.lock`, so two processes cannot both pass the check and then rename
+//! in the wrong order. The lock is held for microseconds (one header read
+//! and a rename; the directory fsync comes after), and the kernel releases
+//! it if its holder dies.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -184,8 +195,51 @@ pub(crate) fn write(files: &Files, global: Version, epoch: u64, payload: &Payloa
     // The map flush wrote the data; this also makes the file's size durable.
     file.sync_all()?;
     drop(file);
+    let mut lock = fslock::LockFile::open(&files.lock())?;
+    lock.lock()?;
+    if let Some(current) = epoch_on_disk(files)? {
+        if current > epoch {
+            drop(lock);
+            let _ = std::fs::remove_file(&temp);
+            return Err(Error::NotLeader {
+                epoch: Some(epoch),
+                current: Some(current),
+            });
+        }
+    }
     std::fs::rename(&temp, files.snapshot())?;
+    drop(lock);
     files.sync_dir()
+}
+
+/// The fencing epoch in the header of the snapshot on disk; `None` if there
+/// is no snapshot, or its header is damaged (it is about to be replaced by
+/// an intact one, which is no fencing question).
+///
+/// # Errors
+///
+/// [`Error::Io`] if the file exists but cannot be read.
+pub(crate) fn epoch_on_disk(files: &Files) -> Result<Option<u64>> {
+    let mut header = [0u8; HEADER_LEN];
+    let read = File::open(files.snapshot()).and_then(|mut file| {
+        use std::io::Read;
+        file.read_exact(&mut header)
+    });
+    match read {
+        Ok(()) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::UnexpectedEof
+            ) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let intact = header.starts_with(&MAGIC)
+        && read_u32(&header, 44) == crc32fast::hash(&header[..HEADER_LEN - 4]);
+    Ok(intact.then(|| read_u64(&header, 24)))
 }
 
 fn encode_header(global: Version, epoch: u64, payload: &Payload) -> [u8; HEADER_LEN] {
@@ -507,6 +561,28 @@ mod tests {
         assert!(Reader(&[0x80, 0x80]).varint().is_err());
         assert!(Reader(&[]).varint().is_err());
         assert!(Reader(&[5, b'a']).bytes().is_err());
+    }
+
+    #[test]
+    fn a_snapshot_of_an_older_epoch_is_refused() {
+        let (_dir, files, shards) = sample();
+        let payload = Payload::capture(&shards, Vec::new());
+        assert_eq!(epoch_on_disk(&files).unwrap(), None);
+        write(&files, Version::new(10), 5, &payload).unwrap();
+        assert_eq!(epoch_on_disk(&files).unwrap(), Some(5));
+        match write(&files, Version::new(11), 4, &payload) {
+            Err(Error::NotLeader {
+                epoch: Some(4),
+                current: Some(5),
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(!files.temp().exists());
+        let loaded = load(&files, &Shards::new()).unwrap().unwrap();
+        assert_eq!((loaded.global, loaded.epoch), (Version::new(10), 5));
+        write(&files, Version::new(12), 5, &payload).unwrap();
+        write(&files, Version::new(13), 6, &payload).unwrap();
+        assert_eq!(epoch_on_disk(&files).unwrap(), Some(6));
     }
 
     #[test]

@@ -108,21 +108,22 @@ impl Store {
         let journals = files.journals()?;
         for (index, (_, journal_path)) in journals.iter().enumerate() {
             let last = index + 1 == journals.len();
-            let replayed = journal::replay(journal_path, last, covered, |version, key, value| {
-                let mut map = shards.for_key(key).write();
-                match value {
-                    Some(bytes) => {
-                        let bytes = bytes.to_vec();
-                        map.insert(key.to_owned(), Entry { version, bytes });
+            let replayed =
+                journal::replay(journal_path, last, covered, epoch, |version, key, value| {
+                    let mut map = shards.for_key(key).write();
+                    match value {
+                        Some(bytes) => {
+                            let bytes = bytes.to_vec();
+                            map.insert(key.to_owned(), Entry { version, bytes });
+                        }
+                        None => {
+                            map.remove(key);
+                        }
                     }
-                    None => {
-                        map.remove(key);
-                    }
-                }
-            })?;
+                })?;
             tracing::debug!(path = %journal_path.display(), ?replayed, "journal replayed");
             newest = newest.max(replayed.max_version);
-            replayed_any |= replayed.applied > 0 || replayed.dropped > 0;
+            replayed_any |= replayed.applied > 0 || replayed.dropped > 0 || replayed.fenced > 0;
         }
         let mut store = Store {
             shards,
@@ -285,24 +286,36 @@ impl Store {
         Ok(())
     }
 
-    /// Sets the fencing epoch that later snapshots and journal generations
-    /// carry. The leader-election issue calls this on election and refuses
-    /// writes from a store whose epoch is older than the file's.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "hook for the leader-election issue")
-    )]
-    pub(crate) fn set_epoch(&self, epoch: u64) {
-        if let Some(backing) = &self.backing {
-            backing.epoch.store(epoch, Ordering::Release);
+    /// Claims the files for the leader of `epoch`: refuses an epoch older
+    /// than this store's or the snapshot's on disk, then writes a snapshot
+    /// carrying it, so that from then on a store of an older epoch can no
+    /// longer replace the snapshot and its journals are skipped at replay.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotLeader`](crate::Error::NotLeader) for an older epoch
+    /// (nothing changes); [`Error::Io`](crate::Error::Io) if the snapshot
+    /// cannot be read or written.
+    pub(crate) fn fence(&self, epoch: u64) -> Result<()> {
+        let Some(backing) = &self.backing else {
+            return Ok(());
+        };
+        let current = backing
+            .epoch
+            .load(Ordering::Acquire)
+            .max(snapshot::epoch_on_disk(&backing.files)?.unwrap_or(0));
+        if epoch < current {
+            return Err(crate::Error::NotLeader {
+                epoch: Some(epoch),
+                current: Some(current),
+            });
         }
+        backing.epoch.fetch_max(epoch, Ordering::AcqRel);
+        self.persist()
     }
 
-    /// The fencing epoch: the one the loaded snapshot carried, or the last set.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "hook for the leader-election issue")
-    )]
+    /// The fencing epoch: the one the loaded snapshot carried, or the last
+    /// fenced.
     pub(crate) fn epoch(&self) -> u64 {
         self.backing
             .as_ref()
@@ -320,13 +333,52 @@ mod tests {
         let path = dir.path().join("m");
         let store = Store::open(&path, Durability::OnPersist).unwrap();
         assert_eq!(store.epoch(), 0);
-        store.set_epoch(42);
-        store.persist().unwrap();
+        store.fence(42).unwrap();
         drop(store);
         assert_eq!(
             Store::open(&path, Durability::OnPersist).unwrap().epoch(),
             42
         );
+    }
+
+    #[test]
+    fn a_deposed_writer_is_fenced_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m");
+        let write = |store: &Store, key: &str| {
+            store
+                .mutate(key, |_| Ok((Action::Write(vec![1]), ())))
+                .unwrap();
+        };
+        let deposed = Store::open(&path, Durability::Journal).unwrap();
+        deposed.fence(1).unwrap();
+        write(&deposed, "before");
+        let leader = Store::open(&path, Durability::Journal).unwrap();
+        assert!(leader.read("before", |_| ()).is_some());
+        assert!(matches!(
+            leader.fence(0),
+            Err(crate::Error::NotLeader {
+                epoch: Some(0),
+                current: Some(1)
+            })
+        ));
+        leader.fence(2).unwrap();
+        write(&deposed, "late");
+        assert!(matches!(
+            deposed.persist(),
+            Err(crate::Error::NotLeader {
+                epoch: Some(1),
+                current: Some(2)
+            })
+        ));
+        write(&deposed, "later");
+        write(&leader, "mine");
+        drop((deposed, leader));
+        let reopened = Store::open(&path, Durability::OnPersist).unwrap();
+        assert_eq!(reopened.epoch(), 2);
+        let mut keys = reopened.keys();
+        keys.sort();
+        assert_eq!(keys, ["before", "mine"]);
     }
 
     #[test]

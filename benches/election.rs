@@ -1,0 +1,149 @@
+//! Leader takeover after kill -9, beside its bare baseline.
+//!
+//! A leader and a follower run as child processes (this bench binary run
+//! again). The parent notes the wall-clock time, sends SIGKILL to the
+//! leader, and the follower prints the wall-clock time at which it saw
+//! `ElectionEvent::Elected`: the lock taken, the new epoch fsynced, the
+//! heartbeat record written. The baseline is the same with bare `fslock`:
+//! one child holds the lock, the other blocks in `lock()` and prints the
+//! time it got it, which is the floor any flock-based election can reach.
+//! Processes do not share `Instant`, so both sides use `SystemTime` (the same
+//! kernel clock on one host).
+//!
+//! A report (p50, p99, max over the rounds) rather than criterion: every
+//! sample costs two process spawns and a kill.
+//!
+//! Run with `cargo bench --bench election`.
+
+use std::env;
+use std::io::{BufRead, BufReader, Lines};
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use agentry::{ElectionConfig, ElectionEvent, LeaderElection};
+
+/// Set in a child: `role` and directory, separated by a newline.
+const CHILD: &str = "AGENTRY_ELECTION_BENCH_CHILD";
+const ROUNDS: usize = 20;
+
+fn main() {
+    if let Ok(spec) = env::var(CHILD) {
+        let (role, dir) = spec.split_once('\n').expect("role and directory");
+        child(role, Path::new(dir));
+        return;
+    }
+    // Criterion-style filters and `--bench` are passed by cargo; nothing to
+    // select here.
+    let base = env::var_os("CARGO_TARGET_TMPDIR").map_or_else(env::temp_dir, Into::into);
+    report("bare fslock handover", &base, "bare-holder", "bare-waiter");
+    report("agentry takeover (Elected)", &base, "leader", "follower");
+}
+
+fn report(name: &str, base: &Path, holder: &str, waiter: &str) {
+    let mut samples: Vec<Duration> = (0..ROUNDS).map(|_| round(base, holder, waiter)).collect();
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "election/{name}: kill -9 to new holder over {ROUNDS} rounds: p50 {:?}, p99 {:?}, max {:?}",
+        at(0.5),
+        at(0.99),
+        samples[samples.len() - 1]
+    );
+}
+
+fn round(base: &Path, holder: &str, waiter: &str) -> Duration {
+    let dir = tempfile::tempdir_in(base).expect("temp dir");
+    let (mut leader, mut leader_lines) = spawn(holder, dir.path());
+    expect_line(&mut leader_lines, "ready");
+    let (mut follower, mut follower_lines) = spawn(waiter, dir.path());
+    expect_line(&mut follower_lines, "ready");
+    // Let the follower settle in its blocking wait on the lock.
+    thread::sleep(Duration::from_millis(50));
+    let killed = SystemTime::now();
+    leader.kill().expect("kill the leader");
+    let line = expect_line(&mut follower_lines, "took");
+    let nanos: u64 = line
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a time");
+    let took = UNIX_EPOCH + Duration::from_nanos(nanos);
+    let _ = follower.kill();
+    let _ = leader.wait();
+    let _ = follower.wait();
+    took.duration_since(killed).unwrap_or_default()
+}
+
+fn spawn(role: &str, dir: &Path) -> (Child, Lines<BufReader<ChildStdout>>) {
+    let mut child = Command::new(env::current_exe().expect("own path"))
+        .env(CHILD, format!("{role}\n{}", dir.display()))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn a child");
+    let lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    (child, lines)
+}
+
+fn expect_line(lines: &mut Lines<BufReader<ChildStdout>>, prefix: &str) -> String {
+    for line in lines {
+        let line = line.expect("child output");
+        if line.starts_with(prefix) {
+            return line;
+        }
+    }
+    panic!("a child ended before saying {prefix:?}");
+}
+
+fn now_nanos() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+fn config() -> ElectionConfig {
+    ElectionConfig::new(format!("bench-{}", std::process::id()))
+        .heartbeat_interval(Duration::from_millis(100))
+        .lease_timeout(Duration::from_secs(1))
+        .retry_interval(Duration::from_millis(10))
+}
+
+/// A child's life; it ends when its parent kills it (or after a minute).
+fn child(role: &str, dir: &Path) {
+    let lifetime = Duration::from_secs(60);
+    match role {
+        "bare-holder" | "bare-waiter" => {
+            let mut lock = fslock::LockFile::open(&dir.join("bare.lock")).expect("lock file");
+            if role == "bare-holder" {
+                lock.lock().expect("lock");
+                println!("ready");
+            } else {
+                println!("ready");
+                lock.lock().expect("lock");
+                println!("took {}", now_nanos());
+            }
+            thread::sleep(lifetime);
+        }
+        "leader" | "follower" => {
+            let handle = LeaderElection::new(dir, config())
+                .and_then(LeaderElection::start)
+                .expect("start the election");
+            if role == "leader" {
+                assert!(handle.wait_until_leader(lifetime));
+                println!("ready");
+                thread::sleep(lifetime);
+            } else {
+                println!("ready");
+                for event in handle.events().iter() {
+                    if let ElectionEvent::Elected { .. } = event {
+                        println!("took {}", now_nanos());
+                        break;
+                    }
+                }
+                thread::sleep(lifetime);
+            }
+        }
+        other => panic!("unknown role {other}"),
+    }
+}

@@ -1,0 +1,302 @@
+//! The background thread of a started election: stands for election, keeps
+//! the heartbeat, watches the leader, and takes over.
+//!
+//! It waits on three things at once (`select!`): a command from the handle,
+//! `leader.lock` handed over by a *locker* thread, and its next tick. The
+//! locker thread does nothing but block in `flock` on `leader.lock`, so the
+//! moment the kernel releases the leader's lock (the leader exited, crashed
+//! or resigned) this candidate holds it, without any polling delay. A
+//! blocking `flock` cannot be interrupted, so a locker whose election has
+//! stopped stays parked until it gets the lock, then drops it and ends.
+
+use std::io;
+use std::sync::Arc;
+use std::thread;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender, never, select};
+use fslock::LockFile;
+
+use super::config::ElectionConfig;
+use super::handle::Shared;
+use super::lease::{Leadership, Observed, elect};
+use super::record::Dir;
+use super::{ElectionEvent, LeaderInfo};
+use crate::error::{Error, Result};
+
+/// What the handle asks of the thread.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Step down if leader and stop; the outcome goes back on the channel.
+    Resign(Sender<Result<()>>),
+}
+
+pub(crate) struct Runner {
+    dir: Dir,
+    config: ElectionConfig,
+    shared: Arc<Shared>,
+    events: Sender<ElectionEvent>,
+    commands: Receiver<Command>,
+    leadership: Option<Leadership>,
+    /// Delivers `leader.lock` once the locker thread has it.
+    locker: Option<Receiver<io::Result<LockFile>>>,
+    /// Not a candidate before this instant (after an error, or deposed).
+    standby_until: Option<Instant>,
+    /// The directory as last seen, and since when it has looked like that.
+    observed: Option<(Observed, Instant)>,
+    /// Who the last `LeaderChanged` named: (instance id, pid, epoch).
+    announced: Option<(String, u32, u64)>,
+    /// When the leader next renews its heartbeat.
+    next_beat: Instant,
+}
+
+impl Runner {
+    pub(crate) fn new(
+        dir: Dir,
+        config: ElectionConfig,
+        shared: Arc<Shared>,
+        events: Sender<ElectionEvent>,
+        commands: Receiver<Command>,
+    ) -> Runner {
+        Runner {
+            dir,
+            config,
+            shared,
+            events,
+            commands,
+            leadership: None,
+            locker: None,
+            standby_until: None,
+            observed: None,
+            announced: None,
+            next_beat: Instant::now(),
+        }
+    }
+
+    pub(crate) fn run(mut self) {
+        loop {
+            self.spawn_locker();
+            let now = Instant::now();
+            let wake = if self.leadership.is_some() {
+                self.next_beat
+            } else {
+                now + self.config.retry()
+            };
+            let locker = self.locker.clone().unwrap_or_else(never);
+            select! {
+                recv(self.commands) -> command => {
+                    let outcome = self.step_down_voluntarily();
+                    if let Ok(Command::Resign(reply)) = command {
+                        let _ = reply.send(outcome);
+                    }
+                    self.shared.update(|state| state.stopped = true);
+                    return;
+                }
+                recv(locker) -> lock => {
+                    self.locker = None;
+                    match lock {
+                        Ok(Ok(lock)) => self.on_lock(lock),
+                        Ok(Err(e)) => self.back_off("waiting for the leader lock failed", &e.into()),
+                        Err(_) => {} // the locker died with the lock unheld: spawn another
+                    }
+                }
+                default(wake.saturating_duration_since(now)) => {
+                    if self.leadership.is_some() {
+                        self.heartbeat();
+                    } else {
+                        self.watch();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts a locker thread if this candidate needs `leader.lock` and has
+    /// none waiting for it.
+    fn spawn_locker(&mut self) {
+        let needs_lock = self.leadership.as_ref().is_none_or(|l| !l.holds_lock());
+        let standing = self
+            .standby_until
+            .is_none_or(|until| Instant::now() >= until);
+        if self.locker.is_some() || !needs_lock || !standing {
+            return;
+        }
+        let (send, receive) = crossbeam_channel::bounded(1);
+        let path = self.dir.leader_lock();
+        let spawned = thread::Builder::new()
+            .name("agentry-election-lock".into())
+            .spawn(move || {
+                let locked = LockFile::open(&path).and_then(|mut lock| lock.lock().map(|()| lock));
+                // If the election stopped meanwhile, the send fails and the
+                // lock is dropped, that is released, right here.
+                let _ = send.send(locked);
+            });
+        match spawned {
+            Ok(_) => self.locker = Some(receive),
+            Err(e) => self.back_off("cannot start the lock thread", &e.into()),
+        }
+    }
+
+    fn on_lock(&mut self, lock: LockFile) {
+        if let Some(leadership) = &mut self.leadership {
+            // A takeover leader gets the lock its frozen predecessor let go.
+            leadership.adopt_lock(lock);
+            return;
+        }
+        match elect(
+            &self.dir,
+            &self.config,
+            Some(lock),
+            None,
+            self.config.retry(),
+        ) {
+            Ok(Some(leadership)) => self.become_leader(leadership),
+            Ok(None) => {} // another election holds epoch.lock; try again
+            Err(e) => self.back_off("election failed", &e),
+        }
+    }
+
+    /// A follower's tick: report leader changes, and take over from a
+    /// leader whose heartbeat has not changed for a whole lease.
+    fn watch(&mut self) {
+        let now = Instant::now();
+        let seen = self.dir.observe();
+        match &self.observed {
+            Some((observed, _)) if *observed == seen => {}
+            _ => {
+                self.announce_record();
+                self.observed = Some((seen, now));
+                return;
+            }
+        }
+        let Some((observed, since)) = &self.observed else {
+            return;
+        };
+        let standing = self.standby_until.is_none_or(|until| now >= until);
+        if now.duration_since(*since) < self.config.lease() || !standing {
+            return;
+        }
+        tracing::warn!(lease = ?self.config.lease(), "the leader's heartbeat expired; taking over");
+        let observed = observed.clone();
+        match elect(
+            &self.dir,
+            &self.config,
+            None,
+            Some(&observed),
+            self.config.retry(),
+        ) {
+            Ok(Some(leadership)) => self.become_leader(leadership),
+            // Someone else changed the directory first: watch it afresh.
+            Ok(None) => self.observed = None,
+            Err(e) => {
+                self.observed = None;
+                self.back_off("takeover failed", &e);
+            }
+        }
+    }
+
+    /// A leader's tick: confirm the epoch and renew the heartbeat; step down
+    /// when deposed, or when renewing keeps failing until the renew deadline.
+    fn heartbeat(&mut self) {
+        let Some(leadership) = &mut self.leadership else {
+            return;
+        };
+        match leadership.renew() {
+            Ok(()) => {
+                let now = Instant::now();
+                self.shared.update(|state| state.renewed = now);
+                self.next_beat = now + self.config.heartbeat();
+            }
+            Err(Error::NotLeader { epoch, current }) => {
+                tracing::warn!(
+                    ?epoch,
+                    ?current,
+                    "deposed by a later election; stepping down"
+                );
+                // A deposed leader was frozen or slow: it waits a lease
+                // before standing again, so the new leader keeps the lead.
+                self.demote(Some(Instant::now() + self.config.lease()));
+            }
+            Err(e) => {
+                let renewed = self.shared.state().renewed;
+                if renewed.elapsed() >= self.config.renew_deadline() {
+                    tracing::error!(error = %e, "heartbeat not renewed within the lease; stepping down");
+                    self.demote(Some(Instant::now() + self.config.retry()));
+                } else {
+                    tracing::warn!(error = %e, "heartbeat failed; retrying");
+                    self.next_beat = Instant::now() + self.config.retry();
+                }
+            }
+        }
+    }
+
+    fn become_leader(&mut self, leadership: Leadership) {
+        let epoch = leadership.epoch();
+        let info = leadership.info();
+        self.leadership = Some(leadership);
+        let now = Instant::now();
+        self.next_beat = now + self.config.heartbeat();
+        self.shared.update(|state| {
+            state.epoch = Some(epoch);
+            state.renewed = now;
+            state.leader = Some(info.clone());
+        });
+        let _ = self.events.send(ElectionEvent::Elected { epoch });
+        self.announce(Some(info));
+    }
+
+    /// Leaves leadership involuntarily (deposed, or unable to renew).
+    fn demote(&mut self, standby_until: Option<Instant>) {
+        let Some(leadership) = self.leadership.take() else {
+            return;
+        };
+        let epoch = leadership.epoch();
+        drop(leadership);
+        self.shared.update(|state| state.epoch = None);
+        let _ = self.events.send(ElectionEvent::Demoted { epoch });
+        self.standby_until = standby_until;
+        self.observed = None;
+    }
+
+    fn step_down_voluntarily(&mut self) -> Result<()> {
+        let Some(leadership) = self.leadership.take() else {
+            return Ok(());
+        };
+        let epoch = leadership.epoch();
+        let outcome = leadership.resign();
+        self.shared.update(|state| {
+            state.epoch = None;
+            state.leader = None;
+        });
+        let _ = self.events.send(ElectionEvent::Demoted { epoch });
+        tracing::info!(epoch, "resigned the leadership");
+        outcome
+    }
+
+    fn back_off(&mut self, what: &str, error: &Error) {
+        tracing::warn!(%error, retry = ?self.config.retry(), "{what}");
+        self.standby_until = Some(Instant::now() + self.config.retry());
+    }
+
+    /// Announces the leader the heartbeat record names. A damaged record
+    /// names nobody new: the announcement stays as it was.
+    fn announce_record(&mut self) {
+        match self.dir.record() {
+            Ok(record) => self.announce(record.map(|r| r.info())),
+            Err(e) => tracing::debug!(error = %e, "unreadable heartbeat record"),
+        }
+    }
+
+    fn announce(&mut self, leader: Option<LeaderInfo>) {
+        let identity = leader
+            .as_ref()
+            .map(|l| (l.instance_id.clone(), l.pid, l.epoch));
+        if identity != self.announced {
+            self.announced = identity;
+            if self.leadership.is_none() {
+                self.shared.update(|state| state.leader = leader.clone());
+            }
+            let _ = self.events.send(ElectionEvent::LeaderChanged { leader });
+        }
+    }
+}
