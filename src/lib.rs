@@ -151,8 +151,10 @@
 //! | identity and routing | `ids` | [`AgentId`], [`TaskId`], [`Priority`], [`Role`], [`AgentState`] |
 //! | errors | `error` | [`Error`], [`Result`] |
 //!
-//! Not yet built: leader election, and the integration layer (planning,
-//! parallel execution, skills, browser tabs).
+//! Not yet built: an orchestrator running over a shared state directory
+//! (election-driven dispatch and takeover; [`LeaderElection`] and the
+//! fencing of [`SharedMemory`] are ready for it), and the integration layer
+//! (planning, parallel execution, skills, browser tabs).
 //!
 //! `docs/ARCHITECTURE.md` in the repository explains how a task and a
 //! message travel, and `docs/PERFORMANCE.md` what the benchmarks measure.
