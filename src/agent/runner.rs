@@ -30,8 +30,10 @@ const REPORT_WITHIN: Duration = Duration::from_micros(200);
 /// How long an agent that runs out of work polls its mailbox before it
 /// blocks on it.
 const IDLE_SPIN: Duration = Duration::from_micros(50);
-/// An idle agent wakes this often to show it is alive.
-const IDLE_BEAT: Duration = Duration::from_millis(100);
+/// An idle agent wakes this often to show it is alive. Hang detection looks
+/// at busy agents only, so this can be slow: a thousand idle agents then
+/// cost a thousand wake-ups a second, not ten thousand.
+const IDLE_BEAT: Duration = Duration::from_secs(1);
 
 struct Runner {
     agent: Box<dyn Agent>,
