@@ -43,6 +43,8 @@ struct Runner {
     mailbox: Mailbox,
     unreported: Vec<Finished>,
     first_unreported: Option<Instant>,
+    /// Whether a task ran since the agent was last idle.
+    worked: bool,
     fx: Effects,
 }
 
@@ -77,8 +79,9 @@ pub(crate) fn run(
         shared,
         ctx,
         mailbox,
-        unreported: Vec::with_capacity(MAX_UNREPORTED),
+        unreported: Vec::new(),
         first_unreported: None,
+        worked: false,
         fx: Effects::default(),
     };
     runner.me.beat(&runner.shared);
@@ -105,6 +108,7 @@ impl Runner {
             let next = self.me.batch.lock().tasks.pop_front();
             match next {
                 Some(task) => {
+                    self.worked = true;
                     let (finished, ended) = self.execute(task);
                     self.unreported.push(finished);
                     let first = *self.first_unreported.get_or_insert(ended);
@@ -225,12 +229,16 @@ impl Runner {
 
     /// Waits for mail while idle.
     fn idle(&mut self) -> Next {
-        // Waking a parked thread costs more than most tasks do: stay awake a
-        // moment first, so work that follows at once starts at once.
-        let spin_until = Instant::now() + IDLE_SPIN;
-        while self.mailbox.is_empty() && Instant::now() < spin_until {
-            for _ in 0..64 {
-                std::hint::spin_loop();
+        // Waking a parked thread costs more than most tasks do: after work,
+        // stay awake a moment, so work that follows at once starts at once.
+        // An agent that has not worked yet (just spawned) does not spin: it
+        // would only take the processor from the threads still starting.
+        if std::mem::take(&mut self.worked) {
+            let spin_until = Instant::now() + IDLE_SPIN;
+            while self.mailbox.is_empty() && Instant::now() < spin_until {
+                for _ in 0..64 {
+                    std::hint::spin_loop();
+                }
             }
         }
         loop {

@@ -8,7 +8,9 @@
 //! cache, where a hash table scatters sequential keys over the whole table
 //! and every access misses. A segment is freed as soon as its last value is
 //! removed, so an old id still present pins 4,096 slots, not everything
-//! after it.
+//! after it. Freed segments are kept for reuse, a few of them: a slab that
+//! empties and fills again at each task (one task at a time) must not pay for
+//! a fresh segment every time.
 
 use super::IdMap;
 
@@ -18,7 +20,12 @@ const SEGMENT_LEN: usize = 1 << SEGMENT_BITS;
 pub(crate) struct IdSlab<T> {
     segments: IdMap<u64, Segment<T>>,
     len: usize,
+    /// Empty segments kept for reuse.
+    spare: Vec<Segment<T>>,
 }
+
+/// How many empty segments a slab keeps for reuse.
+const SPARE_SEGMENTS: usize = 2;
 
 struct Segment<T> {
     slots: Box<[Option<T>]>,
@@ -34,6 +41,7 @@ impl<T> Default for IdSlab<T> {
         IdSlab {
             segments: IdMap::default(),
             len: 0,
+            spare: Vec::new(),
         }
     }
 }
@@ -46,9 +54,12 @@ impl<T> IdSlab<T> {
     /// Stores `value` under `id`, returning the value it replaces.
     pub(crate) fn insert(&mut self, id: u64, value: T) -> Option<T> {
         let (segment, slot) = split(id);
-        let segment = self.segments.entry(segment).or_insert_with(|| Segment {
-            slots: (0..SEGMENT_LEN).map(|_| None).collect(),
-            filled: 0,
+        let spare = &mut self.spare;
+        let segment = self.segments.entry(segment).or_insert_with(|| {
+            spare.pop().unwrap_or_else(|| Segment {
+                slots: (0..SEGMENT_LEN).map(|_| None).collect(),
+                filled: 0,
+            })
         });
         let previous = segment.slots[slot].replace(value);
         if previous.is_none() {
@@ -79,7 +90,11 @@ impl<T> IdSlab<T> {
         segment.filled -= 1;
         self.len -= 1;
         if segment.filled == 0 {
-            self.segments.remove(&index);
+            if let Some(empty) = self.segments.remove(&index) {
+                if self.spare.len() < SPARE_SEGMENTS {
+                    self.spare.push(empty);
+                }
+            }
         }
         Some(value)
     }
@@ -108,6 +123,10 @@ mod tests {
         assert!(!slab.contains(0));
         assert_eq!(slab.segments.len(), 2);
         assert_eq!(slab.len(), 10_000 - SEGMENT_LEN);
+        // The emptied segment is kept and reused for the next new one.
+        assert_eq!(slab.spare.len(), 1);
+        slab.insert(100_000, 1);
+        assert!(slab.spare.is_empty());
     }
 
     #[test]
