@@ -233,13 +233,17 @@ impl Runner {
         // stay awake a moment, so work that follows at once starts at once.
         // An agent that has not worked yet (just spawned) does not spin: it
         // would only take the processor from the threads still starting.
-        if std::mem::take(&mut self.worked) {
+        // Only one agent spins at a time: when a whole pool runs out of work
+        // at once, the others would only take the processors from the
+        // threads that have work (the submitter, the result readers).
+        if std::mem::take(&mut self.worked) && self.shared.try_start_spinning() {
             let spin_until = Instant::now() + IDLE_SPIN;
             while self.mailbox.is_empty() && Instant::now() < spin_until {
                 for _ in 0..64 {
                     std::hint::spin_loop();
                 }
             }
+            self.shared.stop_spinning();
         }
         loop {
             match self.mailbox.recv_timeout(IDLE_BEAT) {

@@ -13,7 +13,7 @@ mod status;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -57,6 +57,8 @@ pub(crate) struct Shared {
     /// Per role, the number in the next agent thread's name.
     names: Mutex<HashMap<Role, usize>>,
     hung_threads: AtomicUsize,
+    /// Whether an idle agent is polling its mailbox (see the runner).
+    spinning: AtomicBool,
     started: Instant,
 }
 
@@ -112,6 +114,15 @@ impl Shared {
         let n = names.entry(role.clone()).or_insert(0);
         *n += 1;
         *n
+    }
+
+    /// Claims the one place for an idle agent to poll instead of sleeping.
+    pub(crate) fn try_start_spinning(&self) -> bool {
+        !self.spinning.swap(true, Ordering::Acquire)
+    }
+
+    pub(crate) fn stop_spinning(&self) {
+        self.spinning.store(false, Ordering::Release);
     }
 
     pub(crate) fn set_hung_threads(&self, n: usize) {
@@ -211,6 +222,7 @@ impl Orchestrator {
             next_agent: AtomicU64::new(1),
             names: Mutex::new(HashMap::new()),
             hung_threads: AtomicUsize::new(0),
+            spinning: AtomicBool::new(false),
             started: Instant::now(),
         });
         let factories: Vec<Factory> = config.specs.iter().map(|(_, f)| Arc::clone(f)).collect();
