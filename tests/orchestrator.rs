@@ -60,6 +60,8 @@ fn held_agent() -> HeldAgent {
             gate: gate.clone(),
             entered: entered_tx.clone(),
         })
+        // One agent exactly: auto-scaling would add agents while it is held.
+        .autoscale(AutoscalePolicy::disabled())
         .build()
         .unwrap();
     orchestrator.submit(Task::new("gate")).unwrap();
