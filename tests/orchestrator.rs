@@ -676,6 +676,7 @@ fn shutdown_lets_running_tasks_finish_and_never_starts_queued_ones() {
                 Ok(Output::empty())
             }
         })
+        .autoscale(AutoscalePolicy::disabled())
         .build()
         .unwrap();
     orchestrator.submit(Task::new("running")).unwrap();
