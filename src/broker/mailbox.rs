@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use crossbeam_utils::CachePadded;
@@ -12,6 +12,9 @@ use super::message::Message;
 use super::stats::{DeadLetterReason, MailboxStats};
 use crate::error::{Error, Result};
 use crate::ids::AgentId;
+
+/// How long a blocking receive polls before it sleeps.
+const POLL_BEFORE_SLEEP: Duration = Duration::from_micros(20);
 
 /// State of one mailbox shared by its senders (through the broker's
 /// registry) and its owner.
@@ -206,6 +209,9 @@ impl Mailbox {
     /// # Errors
     /// [`Error::Disconnected`] once the mailbox is unregistered and empty.
     pub fn recv(&self) -> Result<Message> {
+        if let Some(message) = self.poll_briefly(POLL_BEFORE_SLEEP) {
+            return Ok(self.delivered(message));
+        }
         match self.receiver.recv() {
             Ok(message) => Ok(self.delivered(message)),
             Err(_) => Err(self.disconnected()),
@@ -218,10 +224,33 @@ impl Mailbox {
     /// [`Error::Timeout`] when nothing arrived in time;
     /// [`Error::Disconnected`] once the mailbox is unregistered and empty.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Message> {
-        match self.receiver.recv_timeout(timeout) {
+        let deadline = Instant::now() + timeout;
+        if let Some(message) = self.poll_briefly(timeout.min(POLL_BEFORE_SLEEP)) {
+            return Ok(self.delivered(message));
+        }
+        match self.receiver.recv_deadline(deadline) {
             Ok(message) => Ok(self.delivered(message)),
             Err(RecvTimeoutError::Timeout) => Err(Error::Timeout),
             Err(RecvTimeoutError::Disconnected) => Err(self.disconnected()),
+        }
+    }
+
+    /// Polls for up to `limit` before the caller blocks: a reply that comes
+    /// within microseconds (a conversation between two agents) is then taken
+    /// without the thread going to sleep and paying for a wake-up, which
+    /// costs more than the message itself.
+    fn poll_briefly(&self, limit: Duration) -> Option<Message> {
+        let until = Instant::now() + limit;
+        loop {
+            if let Ok(message) = self.receiver.try_recv() {
+                return Some(message);
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            for _ in 0..32 {
+                std::hint::spin_loop();
+            }
         }
     }
 
