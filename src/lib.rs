@@ -171,6 +171,7 @@ mod error;
 mod ids;
 mod memory;
 mod orchestrator;
+mod parallel;
 
 pub use agent::{Agent, AgentContext, AgentSpec};
 pub use broker::{
@@ -190,3 +191,4 @@ pub use orchestrator::{
     DEFAULT_SHUTDOWN_TIMEOUT, Event, ORCHESTRATOR_ID, Orchestrator, OrchestratorBuilder,
     PoolStatus, QueueDepths, StatusReport, TaskTotals,
 };
+pub use parallel::{BatchOutcome, ParallelPool, run_batch};
