@@ -172,6 +172,7 @@ mod ids;
 mod memory;
 mod orchestrator;
 mod parallel;
+mod planning;
 
 pub use agent::{Agent, AgentContext, AgentSpec};
 pub use broker::{
@@ -192,3 +193,7 @@ pub use orchestrator::{
     PoolStatus, QueueDepths, StatusReport, TaskTotals,
 };
 pub use parallel::{BatchOutcome, ParallelPool, run_batch};
+pub use planning::{
+    DEFAULT_MAX_DEPTH, DEFAULT_PLANNER_KIND, FanIn, Goal, LevelProgress, Plan, PlanHandle,
+    Progress, Step, StepResult,
+};
