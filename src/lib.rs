@@ -173,6 +173,7 @@ mod memory;
 mod orchestrator;
 mod parallel;
 mod planning;
+mod skills;
 
 pub use agent::{Agent, AgentContext, AgentSpec};
 pub use broker::{
@@ -196,4 +197,8 @@ pub use parallel::{BatchOutcome, ParallelPool, run_batch};
 pub use planning::{
     DEFAULT_MAX_DEPTH, DEFAULT_PLANNER_KIND, FanIn, Goal, LevelProgress, Plan, PlanHandle,
     Progress, Step, StepResult,
+};
+pub use skills::{
+    ActionCall, DEFAULT_RETIRE_AFTER, DEFAULT_SKILLS_KEY, Outcome, Skill, SkillLibrary, SkillMatch,
+    SkillRunError, SkillStats, SkillStep,
 };
