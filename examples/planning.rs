@@ -10,9 +10,7 @@
 
 use std::time::Duration;
 
-use agentry::{
-    AgentContext, FanIn, Goal, Orchestrator, Output, Plan, Role, Step, Task, TaskError,
-};
+use agentry::{AgentContext, FanIn, Goal, Orchestrator, Output, Plan, Role, Step, Task, TaskError};
 
 type Reply = Result<Output, TaskError>;
 
@@ -80,9 +78,14 @@ fn main() -> agentry::Result<()> {
 
     print!("{tree}");
     for level in plan.progress().levels() {
-        println!("level {}: {}/{} steps done", level.depth, level.done, level.total);
+        println!(
+            "level {}: {}/{} steps done",
+            level.depth, level.done, level.total
+        );
     }
-    let contacts: Vec<String> = tree.find("contacts/validate").map_or(Ok(Vec::new()), |s| s.output())?;
+    let contacts: Vec<String> = tree
+        .find("contacts/validate")
+        .map_or(Ok(Vec::new()), |s| s.output())?;
     println!("contacts: {contacts:?}");
     orchestrator.shutdown()
 }

@@ -147,6 +147,9 @@
 //! | coordination (health, recovery, auto-scaling) | `coordination` | [`HealthConfig`], [`AutoscalePolicy`] |
 //! | message broker | `broker` | [`MessageBroker`], [`Mailbox`], [`Message`], [`Delivery`] |
 //! | shared memory | `memory` | [`SharedMemory`], [`Version`], [`Versioned`], [`Durability`] |
+//! | hierarchical planning | `planning` | [`Plan`], [`Step`], [`Goal`], [`FanIn`], [`PlanHandle`], [`StepResult`] |
+//! | parallel execution | `parallel` | [`run_batch`], [`BatchOutcome`], [`ParallelPool`] |
+//! | skill library | `skills` | [`SkillLibrary`], [`Skill`], [`SkillStep`], [`Outcome`], [`SkillRunError`] |
 //! | identity and routing | `ids` | [`AgentId`], [`TaskId`], [`Priority`], [`Role`], [`AgentState`] |
 //! | errors | `error` | [`Error`], [`Result`] |
 //!

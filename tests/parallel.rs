@@ -5,8 +5,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use agentry::{
-    AgentContext, AutoscalePolicy, Event, Orchestrator, Output, Role, Task, TaskError,
-    TaskStatus, run_batch,
+    AgentContext, AutoscalePolicy, Event, Orchestrator, Output, Role, Task, TaskError, TaskStatus,
+    run_batch,
 };
 
 const LONG: Duration = Duration::from_secs(30);
@@ -34,7 +34,11 @@ fn batch_results_come_back_in_input_order() {
     assert_eq!(outcome.finished(), 20);
     let expected: Vec<Option<u64>> = (0..20).map(|n| Some(n * 10)).collect();
     assert_eq!(outcome.outputs::<u64>().unwrap(), expected);
-    let ids: Vec<_> = outcome.results().iter().map(|r| r.as_ref().unwrap().id()).collect();
+    let ids: Vec<_> = outcome
+        .results()
+        .iter()
+        .map(|r| r.as_ref().unwrap().id())
+        .collect();
     assert_eq!(ids, outcome.ids());
 }
 
@@ -71,10 +75,15 @@ fn batch_timeout_returns_partial_results() {
 #[test]
 fn a_refused_batch_submits_nothing() {
     let orchestrator = Orchestrator::builder()
-        .agents(Role::Researcher, 1, || |_: &Task, _: &AgentContext| -> Reply { Ok(Output::empty()) })
+        .agents(Role::Researcher, 1, || {
+            |_: &Task, _: &AgentContext| -> Reply { Ok(Output::empty()) }
+        })
         .build()
         .unwrap();
-    let tasks = [Task::new("ok"), Task::new("nobody").with_role(Role::Validator)];
+    let tasks = [
+        Task::new("ok"),
+        Task::new("nobody").with_role(Role::Validator),
+    ];
     assert!(run_batch(&orchestrator, tasks, LONG).is_err());
     assert_eq!(orchestrator.status().totals.submitted, 0);
 }
@@ -100,13 +109,20 @@ fn agents_map_and_reduce_on_the_one_shared_pool() {
                 pool.for_each(&items, |_| {
                     visited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 })?;
-                Ok(Output::encode(&(pool.threads(), squares, sum, visited.into_inner()))?)
+                Ok(Output::encode(&(
+                    pool.threads(),
+                    squares,
+                    sum,
+                    visited.into_inner(),
+                ))?)
             }
         })
         .build()
         .unwrap();
     let items: Vec<u64> = (0..1_000).collect();
-    let tasks: Vec<Task> = (0..6).map(|_| Task::new("squares").with_input(&items).unwrap()).collect();
+    let tasks: Vec<Task> = (0..6)
+        .map(|_| Task::new("squares").with_input(&items).unwrap())
+        .collect();
     let outcome = run_batch(&orchestrator, tasks, LONG).unwrap();
     for output in outcome.outputs::<(usize, Vec<u64>, u64, usize)>().unwrap() {
         let (threads, squares, sum, visited) = output.expect("every task succeeded");
@@ -117,7 +133,8 @@ fn agents_map_and_reduce_on_the_one_shared_pool() {
     }
     let seen = threads_seen.lock().unwrap();
     assert!(
-        seen.iter().all(|name| name.starts_with("agentry-parallel-")),
+        seen.iter()
+            .all(|name| name.starts_with("agentry-parallel-")),
         "work ran outside the shared pool: {seen:?}"
     );
     assert!(seen.len() <= 2, "more threads than the pool has: {seen:?}");
@@ -146,13 +163,20 @@ fn panic_in_a_parallel_closure_fails_the_task_and_spares_the_pool() {
         .wait(orchestrator.submit(Task::new("explode")).unwrap(), LONG)
         .unwrap();
     assert_eq!(failed.status(), TaskStatus::Failed);
-    assert_eq!(failed.error(), Some("a parallel closure panicked: bad item 3"));
+    assert_eq!(
+        failed.error(),
+        Some("a parallel closure panicked: bad item 3")
+    );
 
     let fine = orchestrator
         .wait(orchestrator.submit(Task::new("double")).unwrap(), LONG)
         .unwrap();
     assert_eq!(fine.output::<Vec<u32>>().unwrap(), [2, 4, 6, 8]);
-    assert_eq!(fine.agent(), failed.agent(), "the agent itself did not fail");
+    assert_eq!(
+        fine.agent(),
+        failed.agent(),
+        "the agent itself did not fail"
+    );
     let agent_failed = orchestrator
         .events()
         .try_iter()

@@ -146,7 +146,9 @@ fn aggregation_receives_child_outputs_in_declaration_order() {
 #[test]
 fn a_group_outputs_the_fan_in_of_its_children() {
     let orchestrator = workers(Orchestrator::builder()).build().unwrap();
-    let root = Step::group("g").child(leaf("a")).child(leaf("b").after("a"));
+    let root = Step::group("g")
+        .child(leaf("a"))
+        .child(leaf("b").after("a"));
     let tree = Plan::new(root)
         .submit(&orchestrator)
         .unwrap()
@@ -171,7 +173,10 @@ fn failed_leaf_fails_its_branch_with_the_reason() {
     assert_eq!(tree.status(), TaskStatus::Failed);
     assert_eq!(tree.error(), Some("step `root/b` failed: site down"));
     let b = tree.find("root/b").unwrap();
-    assert_eq!((b.status(), b.error()), (TaskStatus::Failed, Some("site down")));
+    assert_eq!(
+        (b.status(), b.error()),
+        (TaskStatus::Failed, Some("site down"))
+    );
     assert_eq!(tree.find("root/c").unwrap().status(), TaskStatus::Cancelled);
 }
 
@@ -208,7 +213,10 @@ fn failed_branch_is_replanned_once_when_enabled() {
         steady.output::<String>().unwrap(),
         "step `root/flaky` failed: site down"
     );
-    assert!(tree.find("root/flaky").is_none(), "the failed decomposition is replaced");
+    assert!(
+        tree.find("root/flaky").is_none(),
+        "the failed decomposition is replaced"
+    );
 }
 
 #[test]
@@ -256,11 +264,20 @@ fn cancelling_a_plan_cancels_its_unfinished_tasks() {
         .child(step("c").after("b"));
     let mut plan = Plan::new(root).submit(&orchestrator).unwrap();
     started.recv_timeout(LONG).expect("a starts");
-    let b_task = plan.tree().find("root/b").unwrap().task().expect("b waits on a in the orchestrator");
+    let b_task = plan
+        .tree()
+        .find("root/b")
+        .unwrap()
+        .task()
+        .expect("b waits on a in the orchestrator");
     assert_eq!(plan.cancel(), 4, "root, a, b and c were unfinished");
     let tree = plan.try_result().expect("a cancelled plan has ended");
     assert_eq!(tree.status(), TaskStatus::Cancelled);
-    assert!(tree.children().iter().all(|c| c.status() == TaskStatus::Cancelled));
+    assert!(
+        tree.children()
+            .iter()
+            .all(|c| c.status() == TaskStatus::Cancelled)
+    );
     assert_eq!(
         orchestrator.wait(b_task, LONG).unwrap().status(),
         TaskStatus::Cancelled
@@ -298,9 +315,18 @@ fn planner_answers_that_are_empty_or_malformed_fail_the_goal_precisely() {
         .build()
         .unwrap();
     for (goal, expected) in [
-        ("empty", "the planner of goal `g` returned an empty decomposition"),
-        ("cyclic", "returned an invalid decomposition: cycle in the step dependencies under `g`: a -> a"),
-        ("garbage", "the planner of goal `g` returned a malformed decomposition: codec error"),
+        (
+            "empty",
+            "the planner of goal `g` returned an empty decomposition",
+        ),
+        (
+            "cyclic",
+            "returned an invalid decomposition: cycle in the step dependencies under `g`: a -> a",
+        ),
+        (
+            "garbage",
+            "the planner of goal `g` returned a malformed decomposition: codec error",
+        ),
     ] {
         let tree = Plan::new(Step::goal("g", goal))
             .submit(&orchestrator)
@@ -322,5 +348,8 @@ fn a_step_no_agent_can_serve_fails_with_the_orchestrators_reason() {
         .wait_timeout(LONG)
         .unwrap();
     let error = tree.error().unwrap();
-    assert!(error.starts_with("step `g` could not be submitted: no agent can serve"), "{error}");
+    assert!(
+        error.starts_with("step `g` could not be submitted: no agent can serve"),
+        "{error}"
+    );
 }

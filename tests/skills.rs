@@ -17,7 +17,9 @@ fn skill(name: &str) -> Skill {
 
 fn learn_times(library: &SkillLibrary, recipe: &Skill, successes: usize, failures: usize) {
     for _ in 0..successes {
-        library.learn(recipe.clone(), Outcome::Succeeded(MS)).unwrap();
+        library
+            .learn(recipe.clone(), Outcome::Succeeded(MS))
+            .unwrap();
     }
     for _ in 0..failures {
         library.learn(recipe.clone(), Outcome::Failed(MS)).unwrap();
@@ -42,7 +44,10 @@ fn lookup_ranks_by_relevance_times_success_with_name_ties() {
             .map(|m| m.skill.name().to_owned())
             .collect()
     };
-    assert_eq!(names("email contacts"), ["tagged", "described", "unrelated"]);
+    assert_eq!(
+        names("email contacts"),
+        ["tagged", "described", "unrelated"]
+    );
 
     // Failures sink the best word match below a weaker one with a clean record.
     learn_times(&library, &tagged, 0, 2);
@@ -63,14 +68,21 @@ fn lookup_ranks_by_relevance_times_success_with_name_ties() {
 fn successes_strengthen_and_repeated_failures_retire_a_recipe() {
     let library = SkillLibrary::in_memory().retire_after(3);
     let recipe = skill("scrape");
-    let stats = library.learn(recipe.clone(), Outcome::Succeeded(MS)).unwrap();
+    let stats = library
+        .learn(recipe.clone(), Outcome::Succeeded(MS))
+        .unwrap();
     let once = stats.success_rate();
-    let stats = library.learn(recipe.clone(), Outcome::Succeeded(MS)).unwrap();
+    let stats = library
+        .learn(recipe.clone(), Outcome::Succeeded(MS))
+        .unwrap();
     assert!(stats.success_rate() > once, "a success strengthens");
     assert_eq!((stats.uses(), stats.successes()), (2, 2));
 
     let weaker = library.record("scrape", Outcome::Failed(MS)).unwrap();
-    assert!(weaker.success_rate() < stats.success_rate(), "a failure weakens");
+    assert!(
+        weaker.success_rate() < stats.success_rate(),
+        "a failure weakens"
+    );
     library.record("scrape", Outcome::Failed(MS)).unwrap();
     assert!(!library.retired("scrape").unwrap());
     assert_eq!(library.find("extract", "", 5).unwrap().len(), 1);
@@ -93,9 +105,14 @@ fn a_new_recipe_under_a_known_name_starts_a_new_record() {
     let library = SkillLibrary::in_memory();
     learn_times(&library, &skill("scrape"), 3, 1);
     let changed = skill("scrape").with_step(SkillStep::new("validate"));
-    let stats = library.learn(changed.clone(), Outcome::Succeeded(MS)).unwrap();
+    let stats = library
+        .learn(changed.clone(), Outcome::Succeeded(MS))
+        .unwrap();
     assert_eq!(stats.uses(), 1);
-    assert_eq!(library.get("scrape").unwrap().unwrap().steps(), changed.steps());
+    assert_eq!(
+        library.get("scrape").unwrap().unwrap().steps(),
+        changed.steps()
+    );
 }
 
 #[test]
@@ -123,7 +140,9 @@ fn running_a_skill_chains_steps_and_names_the_failed_step() {
         .with_step(SkillStep::new("refuse-negative"));
     library.learn(recipe, Outcome::Succeeded(MS)).unwrap();
 
-    let ok = library.run("arith", Output::encode(&20i64).unwrap()).unwrap();
+    let ok = library
+        .run("arith", Output::encode(&20i64).unwrap())
+        .unwrap();
     assert_eq!(ok.decode::<i64>().unwrap(), 15);
 
     let error = library
@@ -135,7 +154,10 @@ fn running_a_skill_chains_steps_and_names_the_failed_step() {
         "step 2 (refuse-negative) of skill \"arith\" failed: -4 is negative"
     );
     let stats = library.get("arith").unwrap().unwrap().stats().clone();
-    assert_eq!((stats.uses(), stats.successes(), stats.failures()), (3, 2, 1));
+    assert_eq!(
+        (stats.uses(), stats.successes(), stats.failures()),
+        (3, 2, 1)
+    );
 }
 
 #[test]
@@ -155,7 +177,10 @@ fn unknown_action_is_refused_before_any_step_runs() {
     library.learn(recipe, Outcome::Succeeded(MS)).unwrap();
     match library.run("broken", Output::empty()) {
         Err(SkillRunError::Refused(Error::InvalidInput(why))) => {
-            assert_eq!(why, "step 1 of skill \"broken\" names the unknown action \"teleport\"")
+            assert_eq!(
+                why,
+                "step 1 of skill \"broken\" names the unknown action \"teleport\""
+            )
         }
         other => panic!("expected a refusal, got {other:?}"),
     }

@@ -158,7 +158,10 @@ impl PlanHandle<'_> {
                         .iter()
                         .map(|&c| {
                             let child = &self.tree.nodes[c];
-                            (child.step.name.clone(), child.output.clone().unwrap_or_default())
+                            (
+                                child.step.name.clone(),
+                                child.output.clone().unwrap_or_default(),
+                            )
                         })
                         .collect(),
                 };
@@ -183,7 +186,8 @@ impl PlanHandle<'_> {
     /// Submits the node's own task (a leaf's, or an aggregation).
     fn start_task<I: Serialize>(&mut self, id: usize, after: &[TaskId], input: &I) {
         let step = &self.tree.nodes[id].step;
-        let mut task = Task::new(step.kind.clone().unwrap_or_default()).with_priority(step.priority);
+        let mut task =
+            Task::new(step.kind.clone().unwrap_or_default()).with_priority(step.priority);
         if let Some(role) = &step.role {
             task = task.with_role(role.clone());
         }
@@ -220,7 +224,10 @@ impl PlanHandle<'_> {
         for &dependency in after {
             task = task.after(dependency);
         }
-        match task.with_input(input).and_then(|t| self.orchestrator.submit(t)) {
+        match task
+            .with_input(input)
+            .and_then(|t| self.orchestrator.submit(t))
+        {
             Ok(task) => {
                 let node = &mut self.tree.nodes[id];
                 node.state = state(task);
@@ -228,7 +235,10 @@ impl PlanHandle<'_> {
                 self.in_flight.insert(task, id);
             }
             Err(e) => {
-                let why = format!("step `{}` could not be submitted: {e}", self.tree.nodes[id].path);
+                let why = format!(
+                    "step `{}` could not be submitted: {e}",
+                    self.tree.nodes[id].path
+                );
                 self.fail(id, TaskStatus::Failed, why);
             }
         }

@@ -55,7 +55,13 @@ pub(super) struct Tree {
 
 impl Tree {
     /// Adds `step` and its subtree (already checked) under `parent`.
-    pub(super) fn add(&mut self, mut step: Step, parent: Option<usize>, path: String, depth: u32) -> usize {
+    pub(super) fn add(
+        &mut self,
+        mut step: Step,
+        parent: Option<usize>,
+        path: String,
+        depth: u32,
+    ) -> usize {
         let children = std::mem::take(&mut step.children);
         let id = self.nodes.len();
         self.nodes.push(Node {
@@ -96,7 +102,11 @@ impl Tree {
                 .step
                 .after
                 .iter()
-                .filter_map(|name| ids.iter().copied().find(|&s| self.nodes[s].step.name == *name))
+                .filter_map(|name| {
+                    ids.iter()
+                        .copied()
+                        .find(|&s| self.nodes[s].step.name == *name)
+                })
                 .collect();
             self.nodes[id].after = after;
         }
@@ -249,7 +259,10 @@ impl StepResult {
                 "step `{}` has no output: it is {:?}{}",
                 self.path,
                 self.status,
-                self.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+                self.error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
             ))),
         }
     }

@@ -30,7 +30,12 @@ pub(super) fn check_children(
 }
 
 /// Checks one step (at `path`, `depth`) and its subtree.
-pub(super) fn check_step(step: &Step, path: &str, depth: u32, max_depth: u32) -> Result<(), String> {
+pub(super) fn check_step(
+    step: &Step,
+    path: &str,
+    depth: u32,
+    max_depth: u32,
+) -> Result<(), String> {
     if step.goal.is_some() && !step.children.is_empty() {
         return Err(format!(
             "goal step `{path}` has children of its own: a goal's children come from its planner"
@@ -107,12 +112,20 @@ pub(super) fn sibling_order(steps: &[Step], parent_path: &str) -> Result<Vec<usi
 
 /// Names one cycle among the unplaced steps: each of them waits for another
 /// unplaced one, so following those edges must come back to a step seen.
-fn describe_cycle(steps: &[Step], deps: &[Vec<usize>], placed: &[bool], parent_path: &str) -> String {
+fn describe_cycle(
+    steps: &[Step],
+    deps: &[Vec<usize>],
+    placed: &[bool],
+    parent_path: &str,
+) -> String {
     let mut seen: Vec<usize> = Vec::new();
     let mut at = placed.iter().position(|p| !p);
     while let Some(i) = at {
         if let Some(start) = seen.iter().position(|&s| s == i) {
-            let mut names: Vec<&str> = seen[start..].iter().map(|&s| steps[s].name.as_str()).collect();
+            let mut names: Vec<&str> = seen[start..]
+                .iter()
+                .map(|&s| steps[s].name.as_str())
+                .collect();
             names.push(&steps[i].name);
             return format!(
                 "cycle in the step dependencies under `{parent_path}`: {}",
@@ -141,22 +154,45 @@ mod tests {
 
     #[test]
     fn a_cycle_is_named_step_by_step() {
-        let steps = [leaf("a").after("c"), leaf("b").after("a"), leaf("c").after("b"), leaf("d")];
+        let steps = [
+            leaf("a").after("c"),
+            leaf("b").after("a"),
+            leaf("c").after("b"),
+            leaf("d"),
+        ];
         let error = check_children(&steps, "root", 1, 4).unwrap_err();
-        assert_eq!(error, "cycle in the step dependencies under `root`: a -> c -> b -> a");
+        assert_eq!(
+            error,
+            "cycle in the step dependencies under `root`: a -> c -> b -> a"
+        );
     }
 
     #[test]
     fn bad_names_and_unknown_siblings_are_refused() {
-        assert!(check_children(&[leaf("a"), leaf("a")], "r", 1, 4).unwrap_err().contains("two steps"));
-        assert!(check_children(&[leaf("a/b")], "r", 1, 4).unwrap_err().contains("invalid name"));
-        assert!(check_children(&[leaf("a").after("x")], "r", 1, 4).unwrap_err().contains("not a sibling"));
+        assert!(
+            check_children(&[leaf("a"), leaf("a")], "r", 1, 4)
+                .unwrap_err()
+                .contains("two steps")
+        );
+        assert!(
+            check_children(&[leaf("a/b")], "r", 1, 4)
+                .unwrap_err()
+                .contains("invalid name")
+        );
+        assert!(
+            check_children(&[leaf("a").after("x")], "r", 1, 4)
+                .unwrap_err()
+                .contains("not a sibling")
+        );
     }
 
     #[test]
     fn depth_past_the_limit_is_refused() {
         let deep = Step::group("a").child(Step::group("b").child(leaf("c")));
         let error = check_step(&deep, "a", 0, 1).unwrap_err();
-        assert!(error.contains("depth 2, deeper than the limit of 1"), "{error}");
+        assert!(
+            error.contains("depth 2, deeper than the limit of 1"),
+            "{error}"
+        );
     }
 }

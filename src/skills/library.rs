@@ -111,7 +111,9 @@ impl SkillLibrary {
     /// How many failures in a row retire a skill (default
     /// [`DEFAULT_RETIRE_AFTER`]; 0 is treated as 1). Applies to every clone.
     pub fn retire_after(self, failures: u32) -> SkillLibrary {
-        self.inner.retire_after.store(failures.max(1), Ordering::Relaxed);
+        self.inner
+            .retire_after
+            .store(failures.max(1), Ordering::Relaxed);
         self
     }
 
@@ -155,13 +157,15 @@ impl SkillLibrary {
     /// [`Error::InvalidInput`] when no skill has that name; errors of the
     /// store.
     pub fn record(&self, name: &str, outcome: Outcome) -> Result<SkillStats> {
-        self.inner.store.modify(|skills| match skills.get_mut(name) {
-            Some(skill) => {
-                skill.stats.record(outcome);
-                Ok(skill.stats.clone())
-            }
-            None => Err(unknown_skill(name)),
-        })
+        self.inner
+            .store
+            .modify(|skills| match skills.get_mut(name) {
+                Some(skill) => {
+                    skill.stats.record(outcome);
+                    Ok(skill.stats.clone())
+                }
+                None => Err(unknown_skill(name)),
+            })
     }
 
     /// The skill named `name`, retired or not.
@@ -307,7 +311,10 @@ impl fmt::Debug for SkillLibrary {
         f.debug_struct("SkillLibrary")
             .field("store", &self.inner.store.describe())
             .field("actions", &*self.inner.actions.read())
-            .field("retire_after", &self.inner.retire_after.load(Ordering::Relaxed))
+            .field(
+                "retire_after",
+                &self.inner.retire_after.load(Ordering::Relaxed),
+            )
             .finish()
     }
 }

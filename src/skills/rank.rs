@@ -34,7 +34,10 @@ mod tests {
     #[test]
     fn tags_weigh_twice_description_words() {
         let query = words("E-mail scraping");
-        assert_eq!(query, BTreeSet::from(["e".into(), "mail".into(), "scraping".into()]));
+        assert_eq!(
+            query,
+            BTreeSet::from(["e".into(), "mail".into(), "scraping".into()])
+        );
         let tagged = Skill::new("a", "k").with_tag("scraping");
         let described = Skill::new("b", "k").with_description("scraping pages");
         assert!(relevance(&tagged, &query) > relevance(&described, &query));

@@ -128,7 +128,10 @@ impl SkillStep {
     ///
     /// # Errors
     /// [`Error::Codec`](crate::Error::Codec) when `params` cannot be encoded.
-    pub fn with_params<T: Serialize + ?Sized>(action: impl Into<String>, params: &T) -> Result<SkillStep> {
+    pub fn with_params<T: Serialize + ?Sized>(
+        action: impl Into<String>,
+        params: &T,
+    ) -> Result<SkillStep> {
         Ok(SkillStep {
             action: action.into(),
             params: postcard::to_allocvec(params)?,
@@ -223,7 +226,9 @@ impl SkillStats {
         self.uses += 1;
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         self.total_nanos = self.total_nanos.saturating_add(nanos);
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         self.last_used_ms = Some(u64::try_from(now.as_millis()).unwrap_or(u64::MAX));
     }
 }
@@ -239,7 +244,10 @@ mod tests {
         stats.record(Outcome::Succeeded(Duration::from_millis(10)));
         stats.record(Outcome::Failed(Duration::from_millis(30)));
         stats.record(Outcome::Failed(Duration::from_millis(20)));
-        assert_eq!((stats.uses(), stats.successes(), stats.failures()), (3, 1, 2));
+        assert_eq!(
+            (stats.uses(), stats.successes(), stats.failures()),
+            (3, 1, 2)
+        );
         assert_eq!(stats.consecutive_failures(), 2);
         assert_eq!(stats.success_rate(), 2.0 / 5.0);
         assert_eq!(stats.mean_time(), Duration::from_millis(20));

@@ -27,8 +27,14 @@ const FORMAT: u16 = 1;
 const HEADER: usize = 4 + 2 + 8 + 4;
 
 pub(super) enum Store {
-    Memory { memory: SharedMemory, key: String },
-    File { path: PathBuf, skills: Mutex<Skills> },
+    Memory {
+        memory: SharedMemory,
+        key: String,
+    },
+    File {
+        path: PathBuf,
+        skills: Mutex<Skills>,
+    },
 }
 
 impl Store {
@@ -47,9 +53,10 @@ impl Store {
 
     pub(super) fn load(&self) -> Result<Skills> {
         match self {
-            Store::Memory { memory, key } => {
-                Ok(memory.get::<Skills>(key)?.map(|v| v.value).unwrap_or_default())
-            }
+            Store::Memory { memory, key } => Ok(memory
+                .get::<Skills>(key)?
+                .map(|v| v.value)
+                .unwrap_or_default()),
             Store::File { skills, .. } => Ok(skills.lock().clone()),
         }
     }
@@ -110,7 +117,10 @@ fn decode(path: &Path, bytes: &[u8]) -> Result<Skills> {
         reason,
     };
     if bytes.len() < HEADER {
-        return Err(corrupt(format!("{} bytes, shorter than the header", bytes.len())));
+        return Err(corrupt(format!(
+            "{} bytes, shorter than the header",
+            bytes.len()
+        )));
     }
     let (header, payload) = bytes.split_at(HEADER);
     if &header[..4] != MAGIC {
@@ -118,13 +128,18 @@ fn decode(path: &Path, bytes: &[u8]) -> Result<Skills> {
     }
     let format = u16::from_le_bytes([header[4], header[5]]);
     if format != FORMAT {
-        return Err(corrupt(format!("format version {format}, expected {FORMAT}")));
+        return Err(corrupt(format!(
+            "format version {format}, expected {FORMAT}"
+        )));
     }
     let mut len = [0; 8];
     len.copy_from_slice(&header[6..14]);
     let len = u64::from_le_bytes(len);
     if len != payload.len() as u64 {
-        return Err(corrupt(format!("payload of {} bytes, header says {len}", payload.len())));
+        return Err(corrupt(format!(
+            "payload of {} bytes, header says {len}",
+            payload.len()
+        )));
     }
     let mut crc = [0; 4];
     crc.copy_from_slice(&header[14..18]);
