@@ -149,7 +149,7 @@
 //! | shared memory | `memory` | [`SharedMemory`], [`Version`], [`Versioned`], [`Durability`] |
 //! | hierarchical planning | `planning` | [`Plan`], [`Step`], [`Goal`], [`FanIn`], [`PlanHandle`], [`StepResult`] |
 //! | parallel execution | `parallel` | [`run_batch`], [`BatchOutcome`], [`ParallelPool`] |
-//! | skill library | `skills` | [`SkillLibrary`], [`Skill`], [`SkillStep`], [`Outcome`], [`SkillRunError`] |
+//! | skill library | `skills` | [`SkillLibrary`], [`Skill`], [`SkillStep`], [`SkillOutcome`], [`SkillRunError`] |
 //! | identity and routing | `ids` | [`AgentId`], [`TaskId`], [`Priority`], [`Role`], [`AgentState`] |
 //! | errors | `error` | [`Error`], [`Result`] |
 //!
@@ -202,6 +202,6 @@ pub use planning::{
     Progress, Step, StepResult,
 };
 pub use skills::{
-    ActionCall, DEFAULT_RETIRE_AFTER, DEFAULT_SKILLS_KEY, Outcome, Skill, SkillLibrary, SkillMatch,
-    SkillRunError, SkillStats, SkillStep,
+    ActionCall, DEFAULT_RETIRE_AFTER, DEFAULT_SKILLS_KEY, Skill, SkillLibrary, SkillMatch,
+    SkillOutcome, SkillRunError, SkillStats, SkillStep,
 };

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use agentry::{
-    Durability, Error, Outcome, Output, SharedMemory, Skill, SkillLibrary, SkillRunError,
+    Durability, Error, Output, SharedMemory, Skill, SkillLibrary, SkillOutcome, SkillRunError,
     SkillStep, TaskError,
 };
 
@@ -18,11 +18,13 @@ fn skill(name: &str) -> Skill {
 fn learn_times(library: &SkillLibrary, recipe: &Skill, successes: usize, failures: usize) {
     for _ in 0..successes {
         library
-            .learn(recipe.clone(), Outcome::Succeeded(MS))
+            .learn(recipe.clone(), SkillOutcome::Succeeded(MS))
             .unwrap();
     }
     for _ in 0..failures {
-        library.learn(recipe.clone(), Outcome::Failed(MS)).unwrap();
+        library
+            .learn(recipe.clone(), SkillOutcome::Failed(MS))
+            .unwrap();
     }
 }
 
@@ -69,25 +71,25 @@ fn successes_strengthen_and_repeated_failures_retire_a_recipe() {
     let library = SkillLibrary::in_memory().retire_after(3);
     let recipe = skill("scrape");
     let stats = library
-        .learn(recipe.clone(), Outcome::Succeeded(MS))
+        .learn(recipe.clone(), SkillOutcome::Succeeded(MS))
         .unwrap();
     let once = stats.success_rate();
     let stats = library
-        .learn(recipe.clone(), Outcome::Succeeded(MS))
+        .learn(recipe.clone(), SkillOutcome::Succeeded(MS))
         .unwrap();
     assert!(stats.success_rate() > once, "a success strengthens");
     assert_eq!((stats.uses(), stats.successes()), (2, 2));
 
-    let weaker = library.record("scrape", Outcome::Failed(MS)).unwrap();
+    let weaker = library.record("scrape", SkillOutcome::Failed(MS)).unwrap();
     assert!(
         weaker.success_rate() < stats.success_rate(),
         "a failure weakens"
     );
-    library.record("scrape", Outcome::Failed(MS)).unwrap();
+    library.record("scrape", SkillOutcome::Failed(MS)).unwrap();
     assert!(!library.retired("scrape").unwrap());
     assert_eq!(library.find("extract", "", 5).unwrap().len(), 1);
 
-    library.record("scrape", Outcome::Failed(MS)).unwrap();
+    library.record("scrape", SkillOutcome::Failed(MS)).unwrap();
     assert!(library.retired("scrape").unwrap());
     assert!(library.find("extract", "", 5).unwrap().is_empty());
     assert!(matches!(
@@ -96,7 +98,7 @@ fn successes_strengthen_and_repeated_failures_retire_a_recipe() {
     ));
 
     // A new success of the recipe brings it back.
-    library.learn(recipe, Outcome::Succeeded(MS)).unwrap();
+    library.learn(recipe, SkillOutcome::Succeeded(MS)).unwrap();
     assert!(!library.retired("scrape").unwrap());
 }
 
@@ -106,7 +108,7 @@ fn a_new_recipe_under_a_known_name_starts_a_new_record() {
     learn_times(&library, &skill("scrape"), 3, 1);
     let changed = skill("scrape").with_step(SkillStep::new("validate"));
     let stats = library
-        .learn(changed.clone(), Outcome::Succeeded(MS))
+        .learn(changed.clone(), SkillOutcome::Succeeded(MS))
         .unwrap();
     assert_eq!(stats.uses(), 1);
     assert_eq!(
@@ -138,7 +140,7 @@ fn running_a_skill_chains_steps_and_names_the_failed_step() {
         .with_step(SkillStep::with_params("add", &5i64).unwrap())
         .with_step(SkillStep::with_params("add", &-10i64).unwrap())
         .with_step(SkillStep::new("refuse-negative"));
-    library.learn(recipe, Outcome::Succeeded(MS)).unwrap();
+    library.learn(recipe, SkillOutcome::Succeeded(MS)).unwrap();
 
     let ok = library
         .run("arith", Output::encode(&20i64).unwrap())
@@ -174,7 +176,7 @@ fn unknown_action_is_refused_before_any_step_runs() {
     let recipe = Skill::new("broken", "k")
         .with_step(SkillStep::new("count"))
         .with_step(SkillStep::new("teleport"));
-    library.learn(recipe, Outcome::Succeeded(MS)).unwrap();
+    library.learn(recipe, SkillOutcome::Succeeded(MS)).unwrap();
     match library.run("broken", Output::empty()) {
         Err(SkillRunError::Refused(Error::InvalidInput(why))) => {
             assert_eq!(
@@ -247,4 +249,19 @@ fn corrupt_skill_file_is_an_error_not_a_panic() {
             other => panic!("expected a corrupt file error, got {other:?}"),
         }
     }
+}
+
+#[test]
+fn agents_sharing_a_library_lose_no_outcome() {
+    let library = SkillLibrary::in_shared_memory(SharedMemory::in_memory(), "skills");
+    let recipe = skill("shared");
+    let per_thread = if cfg!(miri) { 5 } else { 200 };
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            let (library, recipe) = (library.clone(), recipe.clone());
+            scope.spawn(move || learn_times(&library, &recipe, per_thread, 0));
+        }
+    });
+    let stats = library.get("shared").unwrap().unwrap().stats().clone();
+    assert_eq!(stats.uses(), 4 * per_thread as u64);
 }

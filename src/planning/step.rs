@@ -36,15 +36,15 @@ use crate::ids::{Priority, Role};
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Step {
-    pub(crate) name: String,
-    pub(crate) kind: Option<String>,
-    pub(crate) goal: Option<String>,
-    pub(crate) role: Option<Role>,
-    pub(crate) priority: Priority,
-    pub(crate) capabilities: Vec<String>,
-    pub(crate) input: Vec<u8>,
-    pub(crate) after: Vec<String>,
-    pub(crate) children: Vec<Step>,
+    pub(super) name: String,
+    pub(super) kind: Option<String>,
+    pub(super) goal: Option<String>,
+    pub(super) role: Option<Role>,
+    pub(super) priority: Priority,
+    pub(super) capabilities: Vec<String>,
+    pub(super) input: Vec<u8>,
+    pub(super) after: Vec<String>,
+    pub(super) children: Vec<Step>,
 }
 
 impl Step {
@@ -177,11 +177,11 @@ impl Step {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Goal {
-    pub(crate) path: String,
-    pub(crate) description: String,
-    pub(crate) depth: u32,
-    pub(crate) input: Vec<u8>,
-    pub(crate) failure: Option<String>,
+    pub(super) path: String,
+    pub(super) description: String,
+    pub(super) depth: u32,
+    pub(super) input: Vec<u8>,
+    pub(super) failure: Option<String>,
 }
 
 impl Goal {
@@ -248,8 +248,8 @@ impl Goal {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FanIn {
-    pub(crate) input: Vec<u8>,
-    pub(crate) children: Vec<(String, Output)>,
+    pub(super) input: Vec<u8>,
+    pub(super) children: Vec<(String, Output)>,
 }
 
 impl FanIn {
@@ -299,7 +299,7 @@ impl FanIn {
 /// byte. This is how a step's input reaches its task unchanged through
 /// [`Task::with_input`], so the agent decodes it as the type the plan's
 /// author encoded.
-pub(crate) struct Raw<'a>(pub(crate) &'a [u8]);
+pub(super) struct Raw<'a>(pub(super) &'a [u8]);
 
 impl Serialize for Raw<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {

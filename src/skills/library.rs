@@ -10,7 +10,7 @@ use parking_lot::RwLock;
 
 use super::actions::{Action, ActionCall, Actions, SkillRunError};
 use super::rank::{relevance, words};
-use super::skill::{Outcome, Skill, SkillStats};
+use super::skill::{Skill, SkillOutcome, SkillStats};
 use super::store::Store;
 use crate::distributor::{Output, TaskError};
 use crate::error::{Error, Result};
@@ -30,7 +30,7 @@ pub const DEFAULT_SKILLS_KEY: &str = "agentry/skills";
 /// success recorded with [`learn`](Self::learn) brings it back.
 ///
 /// ```
-/// use agentry::{Outcome, Output, Skill, SkillLibrary, SkillStep};
+/// use agentry::{SkillOutcome, Output, Skill, SkillLibrary, SkillStep};
 /// use std::time::Duration;
 ///
 /// let library = SkillLibrary::in_memory();
@@ -41,7 +41,7 @@ pub const DEFAULT_SKILLS_KEY: &str = "agentry/skills";
 /// let recipe = Skill::new("greeter", "welcome")
 ///     .with_tag("greeting")
 ///     .with_step(SkillStep::with_params("greet", &"ann")?);
-/// library.learn(recipe, Outcome::Succeeded(Duration::from_millis(3)))?;
+/// library.learn(recipe, SkillOutcome::Succeeded(Duration::from_millis(3)))?;
 ///
 /// let best = library.find("welcome", "a greeting for a guest", 1)?;
 /// assert_eq!(best[0].skill.name(), "greeter");
@@ -130,7 +130,7 @@ impl SkillLibrary {
     /// # Errors
     /// [`Error::InvalidInput`] for an empty name; errors of the store
     /// ([`Error::Io`], [`Error::Codec`]).
-    pub fn learn(&self, recipe: Skill, outcome: Outcome) -> Result<SkillStats> {
+    pub fn learn(&self, recipe: Skill, outcome: SkillOutcome) -> Result<SkillStats> {
         if recipe.name.is_empty() {
             return Err(Error::InvalidInput("a skill needs a name".into()));
         }
@@ -143,7 +143,10 @@ impl SkillLibrary {
                 }
                 None => SkillStats::default(),
             };
-            let mut skill = Skill { stats, ..recipe };
+            let mut skill = Skill {
+                stats,
+                ..recipe.clone()
+            };
             skill.stats.record(outcome);
             let stats = skill.stats.clone();
             skills.insert(skill.name.clone(), skill);
@@ -156,7 +159,7 @@ impl SkillLibrary {
     /// # Errors
     /// [`Error::InvalidInput`] when no skill has that name; errors of the
     /// store.
-    pub fn record(&self, name: &str, outcome: Outcome) -> Result<SkillStats> {
+    pub fn record(&self, name: &str, outcome: SkillOutcome) -> Result<SkillStats> {
         self.inner
             .store
             .modify(|skills| match skills.get_mut(name) {
@@ -287,7 +290,7 @@ impl SkillLibrary {
             match action(&call) {
                 Ok(next) => output = next,
                 Err(reason) => {
-                    self.record(name, Outcome::Failed(started.elapsed()))?;
+                    self.record(name, SkillOutcome::Failed(started.elapsed()))?;
                     return Err(SkillRunError::StepFailed {
                         skill: name.to_owned(),
                         step: i,
@@ -297,7 +300,7 @@ impl SkillLibrary {
                 }
             }
         }
-        self.record(name, Outcome::Succeeded(started.elapsed()))?;
+        self.record(name, SkillOutcome::Succeeded(started.elapsed()))?;
         Ok(output)
     }
 }

@@ -18,4 +18,4 @@ mod store;
 
 pub use actions::{ActionCall, SkillRunError};
 pub use library::{DEFAULT_RETIRE_AFTER, DEFAULT_SKILLS_KEY, SkillLibrary, SkillMatch};
-pub use skill::{Outcome, Skill, SkillStats, SkillStep};
+pub use skill::{Skill, SkillOutcome, SkillStats, SkillStep};

@@ -26,12 +26,12 @@ use crate::error::Result;
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Skill {
-    pub(crate) name: String,
-    pub(crate) description: String,
-    pub(crate) tags: Vec<String>,
-    pub(crate) task_kind: String,
-    pub(crate) steps: Vec<SkillStep>,
-    pub(crate) stats: SkillStats,
+    pub(super) name: String,
+    pub(super) description: String,
+    pub(super) tags: Vec<String>,
+    pub(super) task_kind: String,
+    pub(super) steps: Vec<SkillStep>,
+    pub(super) stats: SkillStats,
 }
 
 impl Skill {
@@ -101,7 +101,7 @@ impl Skill {
 
     /// Whether `other` is the same recipe: same task kind, same steps with
     /// the same parameters.
-    pub(crate) fn same_recipe(&self, other: &Skill) -> bool {
+    pub(super) fn same_recipe(&self, other: &Skill) -> bool {
         self.task_kind == other.task_kind && self.steps == other.steps
     }
 }
@@ -111,8 +111,8 @@ impl Skill {
 /// with its parameters as postcard-encoded serde data.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SkillStep {
-    pub(crate) action: String,
-    pub(crate) params: Vec<u8>,
+    pub(super) action: String,
+    pub(super) params: Vec<u8>,
 }
 
 impl SkillStep {
@@ -154,7 +154,7 @@ impl SkillStep {
 
 /// How one use of a skill went, and how long it took.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum SkillOutcome {
     /// The recipe worked.
     Succeeded(Duration),
     /// The recipe failed.
@@ -211,14 +211,14 @@ impl SkillStats {
             .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
     }
 
-    pub(crate) fn record(&mut self, outcome: Outcome) {
+    pub(super) fn record(&mut self, outcome: SkillOutcome) {
         let elapsed = match outcome {
-            Outcome::Succeeded(elapsed) => {
+            SkillOutcome::Succeeded(elapsed) => {
                 self.successes += 1;
                 self.consecutive_failures = 0;
                 elapsed
             }
-            Outcome::Failed(elapsed) => {
+            SkillOutcome::Failed(elapsed) => {
                 self.consecutive_failures = self.consecutive_failures.saturating_add(1);
                 elapsed
             }
@@ -241,9 +241,9 @@ mod tests {
     fn stats_count_smooth_and_average() {
         let mut stats = SkillStats::default();
         assert_eq!(stats.success_rate(), 0.5);
-        stats.record(Outcome::Succeeded(Duration::from_millis(10)));
-        stats.record(Outcome::Failed(Duration::from_millis(30)));
-        stats.record(Outcome::Failed(Duration::from_millis(20)));
+        stats.record(SkillOutcome::Succeeded(Duration::from_millis(10)));
+        stats.record(SkillOutcome::Failed(Duration::from_millis(30)));
+        stats.record(SkillOutcome::Failed(Duration::from_millis(20)));
         assert_eq!(
             (stats.uses(), stats.successes(), stats.failures()),
             (3, 1, 2)

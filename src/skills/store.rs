@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 
 use super::skill::Skill;
 use crate::error::{Error, Result};
-use crate::memory::SharedMemory;
+use crate::memory::{SharedMemory, Version};
 
 /// Every skill of a library, by name (ordered, so ties break by name).
 pub(super) type Skills = BTreeMap<String, Skill>;
@@ -62,23 +62,24 @@ impl Store {
     }
 
     /// Changes the skills atomically and durably (as durable as the memory
-    /// is, for the memory backend). `f` must not change anything when it
-    /// fails.
-    pub(super) fn modify<R>(&self, f: impl FnOnce(&mut Skills) -> Result<R>) -> Result<R> {
+    /// is, for the memory backend). `f` must leave the skills as they were
+    /// when it fails; nothing is written then.
+    pub(super) fn modify<R>(&self, mut f: impl FnMut(&mut Skills) -> Result<R>) -> Result<R> {
         match self {
-            Store::Memory { memory, key } => {
-                let mut f = Some(f);
-                let mut out = None;
-                // `update` runs the closure exactly once, under the key's
-                // lock; a failed `f` leaves the value as it was (the write
-                // only bumps its version).
-                memory.update::<Skills, _>(key, |current| {
-                    let mut skills = current.unwrap_or_default();
-                    out = f.take().map(|f| f(&mut skills));
-                    skills
-                })?;
-                out.unwrap_or_else(|| Err(Error::InvalidInput("skill update did not run".into())))
-            }
+            Store::Memory { memory, key } => loop {
+                // Optimistic, as agents share the key: read, change, and
+                // write only if nobody wrote in between; else start again.
+                let (mut skills, read) = match memory.get::<Skills>(key)? {
+                    Some(found) => (found.value, found.version),
+                    None => (Skills::new(), Version::NONE),
+                };
+                let out = f(&mut skills)?;
+                match memory.set(key, &skills, read) {
+                    Ok(_) => return Ok(out),
+                    Err(conflict) if conflict.is_conflict() => continue,
+                    Err(other) => return Err(other),
+                }
+            },
             Store::File { path, skills } => {
                 let mut guard = skills.lock();
                 // Changed on a copy, so a failed write leaves the library as
