@@ -98,7 +98,10 @@ impl SkillLibrary {
     }
 
     /// The library in its own file at `path` (created on the first change),
-    /// rewritten crash-safely on every change.
+    /// rewritten crash-safely on every change. One library value (and its
+    /// clones) owns the file: two opened on one path overwrite each other's
+    /// changes; agents share a library by cloning it, processes by
+    /// [`in_shared_memory`](Self::in_shared_memory).
     ///
     /// # Errors
     /// [`Error::CorruptSnapshot`] when the file is not an intact skill
@@ -248,6 +251,8 @@ impl SkillLibrary {
     /// Runs the skill named `name`: each step's action in order, the first
     /// given `input`, each next one the previous output; returns the last
     /// output. The outcome and time are recorded in the skill's statistics.
+    /// A panicking action is not caught here: inside an agent, the
+    /// orchestrator catches it as it catches any panic in a task.
     ///
     /// # Errors
     /// [`SkillRunError::Refused`] (nothing ran) when the skill is unknown or
