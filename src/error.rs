@@ -155,6 +155,11 @@ pub enum Error {
     /// An argument was refused (an empty key, a malformed name, ...).
     #[error("invalid input: {0}")]
     InvalidInput(String),
+
+    /// A closure run on the data-parallel pool panicked (the message is the
+    /// panic's). The pool is unharmed; inside an agent, `?` fails the task.
+    #[error("a parallel closure panicked: {0}")]
+    Panicked(String),
 }
 
 /// What a [`Error::NotFound`] was looking for.

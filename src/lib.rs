@@ -148,13 +148,16 @@
 //! | message broker | `broker` | [`MessageBroker`], [`Mailbox`], [`Message`], [`Delivery`] |
 //! | shared memory | `memory` | [`SharedMemory`], [`Version`], [`Versioned`], [`Durability`] |
 //! | leader election | `election` | [`LeaderElection`], [`ElectionConfig`], [`ElectionHandle`], [`Leadership`], [`ElectionEvent`], [`LeaderInfo`] |
+//! | hierarchical planning | `planning` | [`Plan`], [`Step`], [`Goal`], [`FanIn`], [`PlanHandle`], [`StepResult`] |
+//! | parallel execution | `parallel` | [`run_batch`], [`BatchOutcome`], [`ParallelPool`] |
+//! | skill library | `skills` | [`SkillLibrary`], [`Skill`], [`SkillStep`], [`SkillOutcome`], [`SkillRunError`] |
 //! | identity and routing | `ids` | [`AgentId`], [`TaskId`], [`Priority`], [`Role`], [`AgentState`] |
 //! | errors | `error` | [`Error`], [`Result`] |
 //!
 //! Not yet built: an orchestrator running over a shared state directory
 //! (election-driven dispatch and takeover; [`LeaderElection`] and the
-//! fencing of [`SharedMemory`] are ready for it), and the integration layer
-//! (planning, parallel execution, skills, browser tabs).
+//! fencing of [`SharedMemory`] are ready for it), and the browser tab pool
+//! of the integration layer.
 //!
 //! `docs/ARCHITECTURE.md` in the repository explains how a task and a
 //! message travel, and `docs/PERFORMANCE.md` what the benchmarks measure.
@@ -175,6 +178,9 @@ mod error;
 mod ids;
 mod memory;
 mod orchestrator;
+mod parallel;
+mod planning;
+mod skills;
 
 pub use agent::{Agent, AgentContext, AgentSpec};
 pub use broker::{
@@ -197,4 +203,13 @@ pub use orchestrator::{
     AgentStatus, DEFAULT_MAX_AGENTS, DEFAULT_MIN_AGENTS, DEFAULT_RESULT_RETENTION,
     DEFAULT_SHUTDOWN_TIMEOUT, Event, ORCHESTRATOR_ID, Orchestrator, OrchestratorBuilder,
     PoolStatus, QueueDepths, StatusReport, TaskTotals,
+};
+pub use parallel::{BatchOutcome, ParallelPool, run_batch};
+pub use planning::{
+    DEFAULT_MAX_DEPTH, DEFAULT_PLANNER_KIND, FanIn, Goal, LevelProgress, Plan, PlanHandle,
+    Progress, Step, StepResult,
+};
+pub use skills::{
+    ActionCall, DEFAULT_RETIRE_AFTER, DEFAULT_SKILLS_KEY, Skill, SkillLibrary, SkillMatch,
+    SkillOutcome, SkillRunError, SkillStats, SkillStep,
 };

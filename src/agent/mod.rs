@@ -18,6 +18,7 @@ use crate::error::Result;
 use crate::ids::{AgentId, AgentState, Priority, Role, TaskId};
 use crate::memory::SharedMemory;
 use crate::orchestrator::Shared;
+use crate::parallel::ParallelPool;
 
 pub(crate) use metrics::Metrics;
 
@@ -149,6 +150,12 @@ impl AgentContext {
     /// The message broker of the orchestrator.
     pub fn broker(&self) -> &MessageBroker {
         &self.shared.broker
+    }
+
+    /// The orchestrator's data-parallel pool, shared by every agent: split
+    /// work over it instead of building a pool of your own.
+    pub fn parallel(&self) -> &ParallelPool {
+        &self.shared.parallel
     }
 
     /// Submits a subtask, exactly as

@@ -40,6 +40,7 @@ pub struct OrchestratorBuilder {
     pub(crate) shutdown_timeout: Duration,
     pub(crate) autoscale: AutoscalePolicy,
     pub(crate) health: HealthConfig,
+    pub(crate) parallelism: usize,
 }
 
 impl Default for OrchestratorBuilder {
@@ -54,6 +55,7 @@ impl Default for OrchestratorBuilder {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             autoscale: AutoscalePolicy::default(),
             health: HealthConfig::default(),
+            parallelism: 0,
         }
     }
 }
@@ -138,6 +140,15 @@ impl OrchestratorBuilder {
         self
     }
 
+    /// How many threads the data-parallel pool shared by all agents runs
+    /// ([`AgentContext::parallel`](crate::AgentContext::parallel)); default
+    /// 0, meaning one per core. The threads start when an agent first uses
+    /// the pool.
+    pub fn parallelism(mut self, threads: usize) -> Self {
+        self.parallelism = threads;
+        self
+    }
+
     /// Starts the orchestrator: spawns every agent thread.
     ///
     /// # Errors
@@ -193,6 +204,7 @@ impl fmt::Debug for OrchestratorBuilder {
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("autoscale", &self.autoscale)
             .field("health", &self.health)
+            .field("parallelism", &self.parallelism)
             .finish()
     }
 }

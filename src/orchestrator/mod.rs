@@ -29,6 +29,7 @@ use crate::distributor::{
 use crate::error::{Error, Missing, Result};
 use crate::ids::{AgentId, AgentState, Role, TaskId};
 use crate::memory::SharedMemory;
+use crate::parallel::ParallelPool;
 
 pub(crate) use builder::Factory;
 pub use builder::{
@@ -50,6 +51,8 @@ pub(crate) struct Shared {
     results: Arc<Results>,
     pub(crate) broker: MessageBroker,
     pub(crate) memory: SharedMemory,
+    /// The one data-parallel pool of all agents.
+    pub(crate) parallel: ParallelPool,
     events: Sender<Event>,
     events_dropped: AtomicU64,
     supervisor: Sender<Request>,
@@ -216,6 +219,7 @@ impl Orchestrator {
             results,
             broker,
             memory: config.memory.unwrap_or_else(SharedMemory::in_memory),
+            parallel: ParallelPool::new(config.parallelism),
             events: events_tx,
             events_dropped: AtomicU64::new(0),
             supervisor: supervisor_tx,
