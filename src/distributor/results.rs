@@ -25,7 +25,10 @@ const WAIT_SPIN: Duration = Duration::from_micros(50);
 pub(crate) struct Results {
     store: RwLock<Store>,
     waiters: AtomicUsize,
-    wake_lock: Mutex<()>,
+    /// The ids waited for, one entry per waiting thread: a publish wakes the
+    /// waiters only when one of their results arrived, not at every result
+    /// of every agent.
+    waited: Mutex<Vec<TaskId>>,
     ready: Condvar,
 }
 
@@ -50,7 +53,7 @@ impl Results {
                 retention,
             }),
             waiters: AtomicUsize::new(0),
-            wake_lock: Mutex::new(()),
+            waited: Mutex::new(Vec::new()),
             ready: Condvar::new(),
         }
     }
@@ -91,8 +94,11 @@ impl Results {
         // or the waiter's check sees the results just stored.
         fence(Ordering::SeqCst);
         if self.waiters.load(Ordering::Relaxed) > 0 {
-            let _wake = self.wake_lock.lock();
-            self.ready.notify_all();
+            let waited = self.waited.lock();
+            let store = self.store.read();
+            if waited.iter().any(|id| store.map.contains(id.get())) {
+                self.ready.notify_all();
+            }
         }
     }
 
@@ -111,23 +117,28 @@ impl Results {
                 std::hint::spin_loop();
             }
         }
-        let mut wake = self.wake_lock.lock();
+        let mut waited = self.waited.lock();
+        waited.push(id);
         self.waiters.fetch_add(1, Ordering::Relaxed);
         fence(Ordering::SeqCst);
-        let waited = loop {
-            // A publisher that stored the result after this check notifies
-            // under `wake_lock`, which this thread holds until it sleeps.
+        let outcome = loop {
+            // A publisher that stored the result after this check looks at
+            // `waited` under its lock, which this thread holds until it
+            // sleeps, so the notification cannot fall in between.
             if let Some(result) = self.get(id) {
                 break Waited::Finished(result);
             }
-            if self.ready.wait_until(&mut wake, deadline).timed_out() {
+            if self.ready.wait_until(&mut waited, deadline).timed_out() {
                 break match self.get(id) {
                     Some(result) => Waited::Finished(result),
                     None => Waited::TimedOut,
                 };
             }
         };
+        if let Some(position) = waited.iter().position(|w| *w == id) {
+            waited.swap_remove(position);
+        }
         self.waiters.fetch_sub(1, Ordering::Relaxed);
-        waited
+        outcome
     }
 }
