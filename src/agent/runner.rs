@@ -112,10 +112,12 @@ impl Runner {
                     let (finished, ended) = self.execute(task);
                     self.unreported.push(finished);
                     let first = *self.first_unreported.get_or_insert(ended);
-                    if !self.me.quick.load(Ordering::Relaxed)
+                    let due = !self.me.quick.load(Ordering::Relaxed)
                         || self.unreported.len() >= MAX_UNREPORTED
-                        || ended.duration_since(first) >= REPORT_WITHIN
-                    {
+                        || ended.duration_since(first) >= REPORT_WITHIN;
+                    // With nothing left in the batch, the next turn of the
+                    // loop reports and takes work in one round of the lock.
+                    if due && !self.me.batch.lock().tasks.is_empty() {
                         self.report();
                     }
                 }
