@@ -319,25 +319,49 @@ impl MessageBroker {
             self.dead_letter(to, DeadLetterReason::UnknownRecipient, message);
             return Err(Error::unknown_agent(to));
         };
+        self.send_to(to, slot, message, None)
+    }
+
+    /// Queues `message` in `slot`'s mailbox: at once, or waiting at most
+    /// `timeout` for room. Full: refused and counted; closed: a dead letter.
+    fn send_to(
+        &self,
+        to: AgentId,
+        slot: &Slot,
+        message: Message,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
         if slot.shared.is_closed() {
-            drop(shard);
             self.dead_letter(to, DeadLetterReason::Closed, message);
             return Err(Error::Disconnected { agent: to });
         }
-        match slot.sender.try_send(message) {
+        // `Err(None)`: full; `Err(Some(message))`: the receiving end is gone.
+        let sent = match timeout {
+            None => slot.sender.try_send(message).map_err(|e| match e {
+                TrySendError::Full(_) => None,
+                TrySendError::Disconnected(message) => Some(message),
+            }),
+            Some(timeout) => slot
+                .sender
+                .send_timeout(message, timeout)
+                .map_err(|e| match e {
+                    SendTimeoutError::Timeout(_) => None,
+                    SendTimeoutError::Disconnected(message) => Some(message),
+                }),
+        };
+        match sent {
             Ok(()) => {
                 slot.shared.accepted();
                 Ok(())
             }
-            Err(TrySendError::Full(_)) => {
+            Err(None) => {
                 slot.shared.refused_full();
                 Err(Error::Full {
                     agent: to,
                     capacity: self.inner.capacity,
                 })
             }
-            Err(TrySendError::Disconnected(message)) => {
-                drop(shard);
+            Err(Some(message)) => {
                 self.dead_letter(to, DeadLetterReason::Closed, message);
                 Err(Error::Disconnected { agent: to })
             }
@@ -363,29 +387,9 @@ impl MessageBroker {
             self.dead_letter(to, DeadLetterReason::UnknownRecipient, message);
             return Err(Error::unknown_agent(to));
         };
-        if slot.shared.is_closed() {
-            self.dead_letter(to, DeadLetterReason::Closed, message);
-            return Err(Error::Disconnected { agent: to });
-        }
         // The registry lock is not held while waiting, so `unregister` and
         // other senders are never held up by a slow recipient.
-        match slot.sender.send_timeout(message, timeout) {
-            Ok(()) => {
-                slot.shared.accepted();
-                Ok(())
-            }
-            Err(SendTimeoutError::Timeout(_)) => {
-                slot.shared.refused_full();
-                Err(Error::Full {
-                    agent: to,
-                    capacity: self.inner.capacity,
-                })
-            }
-            Err(SendTimeoutError::Disconnected(message)) => {
-                self.dead_letter(to, DeadLetterReason::Closed, message);
-                Err(Error::Disconnected { agent: to })
-            }
-        }
+        self.send_to(to, &slot, message, Some(timeout))
     }
 
     /// Sends `body` to every registered agent except `from`, without
