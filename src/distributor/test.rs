@@ -11,6 +11,7 @@ fn pool() -> Distributor {
             min: 1,
             max: 1,
         },
+        None,
     )
 }
 
