@@ -165,12 +165,16 @@ fn a_clean_shutdown_hands_unstarted_tasks_to_the_next_leader() {
     let ids = first.submit_batch(tasks(30)).unwrap();
     first.shutdown().unwrap();
     wait_for("the second instance to lead", || second.is_leader());
+    let mut handed_over = 0;
     for &id in &ids {
         let result = second.wait(id, PATIENCE).unwrap();
         assert!(result.is_success(), "{id}: {result:?}");
         let ran = second.memory().get::<i64>(&format!("ran/{}", id.get()));
         assert_eq!(ran.unwrap().map(|v| v.value), Some(1), "{id} ran once");
+        // A re-queued task's run counts the takeover as an attempt.
+        handed_over += usize::from(result.attempts() == 2);
     }
+    assert!(handed_over > 0, "some unstarted tasks were handed over");
     second.shutdown().unwrap();
 }
 

@@ -427,6 +427,24 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_is_journaled_and_replayed_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m");
+        let store = Store::open(&path, Durability::Journal).unwrap();
+        let writes = (0..100u8)
+            .map(|i| (format!("k{i}"), Some(vec![i])))
+            .chain([("k0".to_owned(), None), ("absent".to_owned(), None)])
+            .collect();
+        store.write_batch(writes).unwrap();
+        // Dropping the store writes no snapshot: only the journal holds them.
+        drop(store);
+        let reopened = Store::open(&path, Durability::OnPersist).unwrap();
+        assert_eq!(reopened.len(), 99);
+        assert_eq!(reopened.read("k7", |e| e.bytes.clone()), Some(vec![7]));
+        assert!(reopened.read("k0", |_| ()).is_none());
+    }
+
+    #[test]
     fn reopening_without_writes_leaves_no_empty_journals_behind() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m");
