@@ -99,10 +99,18 @@ fn a_follower_refuses_submits_with_not_leader() {
     wait_for("the first instance to lead", || leader.is_leader());
     let follower = instance(dir.path(), "follower");
     assert!(!follower.is_leader());
-    match follower.submit(Task::new("count").with_role(Role::Researcher)) {
-        Err(Error::NotLeader { epoch: None, .. }) => {}
-        other => panic!("a follower's submit gave {other:?}"),
-    }
+    // The follower names the leader once its election has read the
+    // leader's heartbeat record (every retry interval).
+    wait_for("the follower to name the leader", || {
+        match follower.submit(Task::new("count").with_role(Role::Researcher)) {
+            Err(Error::NotLeader {
+                epoch: None,
+                leader,
+                ..
+            }) => leader.is_some_and(|l| l.instance_id == "leader"),
+            other => panic!("a follower's submit gave {other:?}"),
+        }
+    });
     assert!(matches!(
         follower.submit_batch(tasks(3)),
         Err(Error::NotLeader { .. })

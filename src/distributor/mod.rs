@@ -318,6 +318,7 @@ impl Distributor {
             return Err(Error::NotLeader {
                 epoch: None,
                 current: None,
+                leader: None,
             });
         }
         Ok(())

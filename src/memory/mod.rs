@@ -452,7 +452,7 @@ impl SharedMemory {
     /// deposed.put("late", &"write")?;
     /// assert!(matches!(
     ///     deposed.persist(),
-    ///     Err(Error::NotLeader { epoch: Some(1), current: Some(2) })
+    ///     Err(Error::NotLeader { epoch: Some(1), current: Some(2), .. })
     /// ));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```

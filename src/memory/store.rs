@@ -353,6 +353,7 @@ impl Store {
             return Err(crate::Error::NotLeader {
                 epoch: Some(epoch),
                 current: Some(current),
+                leader: None,
             });
         }
         backing.epoch.fetch_max(epoch, Ordering::AcqRel);
@@ -404,7 +405,8 @@ mod tests {
             leader.fence(0),
             Err(crate::Error::NotLeader {
                 epoch: Some(0),
-                current: Some(1)
+                current: Some(1),
+                leader: None,
             })
         ));
         leader.fence(2).unwrap();
@@ -413,7 +415,8 @@ mod tests {
             deposed.persist(),
             Err(crate::Error::NotLeader {
                 epoch: Some(1),
-                current: Some(2)
+                current: Some(2),
+                leader: None,
             })
         ));
         write(&deposed, "later");

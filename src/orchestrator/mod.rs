@@ -88,9 +88,11 @@ impl Shared {
             return submitted;
         };
         if !election.is_leader() {
+            let leader = election.leader();
             return Err(Error::NotLeader {
                 epoch: None,
-                current: election.leader().map(|l| l.epoch),
+                current: leader.as_ref().map(|l| l.epoch),
+                leader,
             });
         }
         let reserved = self.distributor.lock().reserve(tasks, ids)?;
@@ -342,8 +344,8 @@ impl Orchestrator {
     ///   failed is not an error: the task gets a failed result.
     /// * [`Error::ShutDown`] after shutdown began.
     /// * With a [state directory](OrchestratorBuilder::state_dir):
-    ///   [`Error::NotLeader`] when this instance does not lead (`current`
-    ///   names the leader's epoch when known), or lost the lead while the
+    ///   [`Error::NotLeader`] when this instance does not lead (`leader`
+    ///   and `current` name the leader and its epoch when known), or lost the lead while the
     ///   task was being recorded (a new leader may then still run it);
     ///   [`Error::Io`] when the task cannot be recorded.
     pub fn submit(&self, task: Task) -> Result<TaskId> {
