@@ -484,7 +484,11 @@ impl Orchestrator {
         }
     }
 
-    /// The shared memory the agents use.
+    /// The shared memory the agents use. With a
+    /// [state directory](OrchestratorBuilder::state_dir) it is loaded from
+    /// `dir/memory.snapshot` when this instance becomes leader; before that
+    /// (and after it is deposed) it is an empty in-memory store whose writes
+    /// are not kept.
     pub fn memory(&self) -> &SharedMemory {
         &self.shared.memory
     }
