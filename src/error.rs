@@ -101,15 +101,22 @@ pub enum Error {
 
     /// This instance is not the leader, so it may not act as one (or a write
     /// carried an epoch older than the current leader's: it was fenced off).
-    #[error("not the leader{}", match (epoch, current) {
+    #[error("not the leader{}{}", match (epoch, current) {
         (Some(e), Some(c)) => format!(" (epoch {e} is older than the current epoch {c})"),
         _ => String::new(),
+    }, match leader {
+        Some(l) => format!("; the leader is {} (pid {}, epoch {})", l.instance_id, l.pid, l.epoch),
+        None => String::new(),
     })]
     NotLeader {
         /// The epoch the refused action carried, if any.
         epoch: Option<u64>,
         /// The current leader's epoch, if known.
         current: Option<u64>,
+        /// The current leader, when known: set by an orchestrator's
+        /// `submit` on a follower (from the heartbeat record the election
+        /// last read), `None` elsewhere.
+        leader: Option<crate::election::LeaderInfo>,
     },
 
     /// The orchestrator (or the part asked) has shut down.

@@ -154,10 +154,10 @@
 //! | identity and routing | `ids` | [`AgentId`], [`TaskId`], [`Priority`], [`Role`], [`AgentState`] |
 //! | errors | `error` | [`Error`], [`Result`] |
 //!
-//! Not yet built: an orchestrator running over a shared state directory
-//! (election-driven dispatch and takeover; [`LeaderElection`] and the
-//! fencing of [`SharedMemory`] are ready for it), and the browser tab pool
-//! of the integration layer.
+//! Several processes can run one orchestrator over a shared state directory
+//! ([`OrchestratorBuilder::state_dir`]): only the elected leader dispatches,
+//! accepted tasks are durable, and a new leader re-queues the unfinished
+//! ones. Not yet built: the browser tab pool of the integration layer.
 //!
 //! `docs/ARCHITECTURE.md` in the repository explains how a task and a
 //! message travel, and `docs/PERFORMANCE.md` what the benchmarks measure.

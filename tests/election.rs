@@ -238,6 +238,7 @@ fn a_leader_that_stops_renewing_is_deposed_and_refused() {
     let refused = Error::NotLeader {
         epoch: Some(stale.epoch()),
         current: Some(epoch),
+        leader: None,
     }
     .to_string();
     assert_eq!(stale.confirm().unwrap_err().to_string(), refused);

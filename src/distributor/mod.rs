@@ -31,6 +31,7 @@ mod idmap;
 mod pools;
 mod results;
 mod slab;
+mod takeover;
 mod task;
 
 use std::collections::{HashMap, VecDeque};
@@ -43,12 +44,14 @@ use crate::agent::AgentShared;
 use crate::coordination::AutoscalePolicy;
 use crate::error::{Error, Missing, Result};
 use crate::ids::{AgentId, AgentState, Priority, Role, TaskId};
-use crate::orchestrator::Event;
+use crate::orchestrator::{Event, Recorded};
+use crossbeam_channel::Sender;
 use slab::IdSlab;
 
 pub(crate) use idmap::IdMap;
 pub(crate) use results::{Results, Waited};
 pub use task::{Output, Task, TaskError, TaskResult, TaskStatus};
+pub(crate) use task::{ResultRecord, TaskRecord};
 
 /// The most tasks handed to one agent at once.
 const MAX_BATCH: usize = 32;
@@ -176,6 +179,15 @@ pub(crate) struct Distributor {
     batched: [usize; 4],
     next_id: u64,
     accepting: bool,
+    /// Whether this instance may dispatch: always without a state
+    /// directory; with one, from the end of a takeover until deposed.
+    leading: bool,
+    /// Where finished results and evictions go to be made durable (with a
+    /// state directory), and whether they are sent there now: not while
+    /// shutdown cancels unstarted tasks (the next leader runs them), nor
+    /// once deposed (the tasks belong to the new leader).
+    recorder: Option<Sender<Recorded>>,
+    recording: bool,
     pub(crate) totals: Totals,
     scaling: Scaling,
 }
@@ -193,6 +205,7 @@ impl Distributor {
         specs: Vec<SpecPool>,
         results: Arc<Results>,
         scaling: Scaling,
+        recorder: Option<Sender<Recorded>>,
     ) -> Distributor {
         Distributor {
             specs,
@@ -206,6 +219,9 @@ impl Distributor {
             batched: [0; 4],
             next_id: 1,
             accepting: true,
+            leading: recorder.is_none(),
+            recording: recorder.is_some(),
+            recorder,
             scaling,
             totals: Totals::default(),
         }
@@ -289,9 +305,31 @@ impl Distributor {
         ids: &mut Vec<TaskId>,
         fx: &mut Effects,
     ) -> Result<()> {
+        let routed = self.reserve(tasks, ids)?;
+        self.admit_reserved(routed, fx)
+    }
+
+    /// Refuses when this instance may not take tasks.
+    fn check_accepting(&self) -> Result<()> {
         if !self.accepting {
             return Err(Error::ShutDown);
         }
+        if !self.leading {
+            return Err(Error::NotLeader {
+                epoch: None,
+                current: None,
+                leader: None,
+            });
+        }
+        Ok(())
+    }
+
+    /// The first half of a submit: routes every task, checks its
+    /// dependencies and assigns its id (pushed to `ids`), without queueing
+    /// anything. With a state directory the tasks are recorded between the
+    /// two halves, with the lock released.
+    pub(crate) fn reserve(&mut self, tasks: Vec<Task>, ids: &mut Vec<TaskId>) -> Result<Vec<Task>> {
+        self.check_accepting()?;
         let mut routed = Vec::with_capacity(tasks.len());
         let mut last_route: Option<(Option<Role>, usize)> = None;
         for mut task in tasks {
@@ -317,11 +355,20 @@ impl Distributor {
             routed.push(task);
         }
         ids.reserve(routed.len());
-        for mut task in routed {
-            let id = TaskId::from(self.next_id);
+        for task in &mut routed {
+            task.id = TaskId::from(self.next_id);
             self.next_id += 1;
-            task.id = id;
-            ids.push(id);
+            ids.push(task.id);
+        }
+        Ok(routed)
+    }
+
+    /// The second half of a submit: queues the tasks [`reserve`]d.
+    ///
+    /// [`reserve`]: Distributor::reserve
+    pub(crate) fn admit_reserved(&mut self, routed: Vec<Task>, fx: &mut Effects) -> Result<()> {
+        self.check_accepting()?;
+        for mut task in routed {
             self.totals.submitted += 1;
             let dependencies = task
                 .extras
@@ -675,7 +722,21 @@ impl Distributor {
     /// Publishes the results recorded so far. Every operation that can
     /// finish a task calls it before the distributor's lock is released.
     pub(crate) fn publish(&mut self) {
-        self.results.publish(&mut self.unpublished);
+        let recorded = match &self.recorder {
+            Some(_) if self.recording && !self.unpublished.is_empty() => self.unpublished.clone(),
+            _ => Vec::new(),
+        };
+        let evicted = self.results.publish(&mut self.unpublished);
+        if let Some(recorder) = self.recorder.as_ref().filter(|_| self.recording) {
+            if !recorded.is_empty() || !evicted.is_empty() {
+                // Refused only once the recorder has stopped, after
+                // shutdown, when no task finishes any more.
+                let _ = recorder.send(Recorded::Finished {
+                    results: recorded,
+                    evicted,
+                });
+            }
+        }
     }
 
     /// The status and error of a finished task, published or not.
@@ -744,6 +805,10 @@ impl Distributor {
     /// waiting, and handed out but not begun.
     pub(crate) fn close(&mut self, fx: &mut Effects) {
         self.accepting = false;
+        // The tasks cancelled here stay recorded as accepted, so the next
+        // leader (or the next start over the same state directory) runs
+        // them; the results of tasks still running are recorded again below.
+        let recording = mem::replace(&mut self.recording, false);
         let reason = "cancelled: the orchestrator shut down";
         let mut unstarted: Vec<TaskId> = Vec::new();
         for lane in &mut self.lanes {
@@ -768,6 +833,7 @@ impl Distributor {
             );
         }
         self.publish();
+        self.recording = recording;
     }
 }
 

@@ -71,10 +71,12 @@ impl Results {
             .map(|r| (r.status, r.error().map(str::to_owned)))
     }
 
-    /// Stores `results` and wakes waiters, under one round of the lock.
-    pub(crate) fn publish(&self, results: &mut Vec<TaskResult>) {
+    /// Stores `results` and wakes waiters, under one round of the lock;
+    /// returns the ids of the results evicted to make room.
+    pub(crate) fn publish(&self, results: &mut Vec<TaskResult>) -> Vec<TaskId> {
+        let mut evicted = Vec::new();
         if results.is_empty() {
-            return;
+            return evicted;
         }
         let mut store = self.store.write();
         for result in results.drain(..) {
@@ -84,7 +86,9 @@ impl Results {
         while store.map.len() > store.retention {
             match store.order.pop_front() {
                 Some(oldest) => {
-                    store.map.remove(oldest.get());
+                    if store.map.remove(oldest.get()).is_some() {
+                        evicted.push(oldest);
+                    }
                 }
                 None => break,
             }
@@ -100,6 +104,15 @@ impl Results {
                 self.ready.notify_all();
             }
         }
+        evicted
+    }
+
+    /// Forgets every result: a new leader replaces this process's view with
+    /// the one on disk.
+    pub(crate) fn clear(&self) {
+        let mut store = self.store.write();
+        store.map = IdSlab::default();
+        store.order.clear();
     }
 
     /// Waits until `id` has a result or `deadline` passes. The caller has

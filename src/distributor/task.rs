@@ -189,6 +189,82 @@ impl Task {
     }
 }
 
+/// A task as the durable task store keeps it: everything needed to run it
+/// again under its own id (an internal form: [`Task`]'s serde shape is not
+/// part of the public API).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct TaskRecord {
+    id: TaskId,
+    kind: String,
+    input: Vec<u8>,
+    role: Option<Role>,
+    capabilities: Vec<String>,
+    priority: Priority,
+    timeout: Option<Duration>,
+    max_attempts: u32,
+    attempt: u32,
+    dependencies: Vec<TaskId>,
+}
+
+impl TaskRecord {
+    /// The recorded task's id.
+    pub(crate) fn id(&self) -> TaskId {
+        self.id
+    }
+
+    /// Counts a takeover as an attempt: the record was accepted and may have
+    /// been running when its leader died. The extra attempt is added to the
+    /// limit too, so a takeover never uses up one of the task's own retries.
+    pub(crate) fn count_takeover(&mut self) {
+        self.attempt = self.attempt.saturating_add(1);
+        self.max_attempts = self.max_attempts.saturating_add(1);
+    }
+}
+
+impl Task {
+    /// The durable form of this task, with its id and its dependencies
+    /// (taken at submit, so read here from `dependencies`).
+    pub(crate) fn to_record(&self, dependencies: &[TaskId]) -> TaskRecord {
+        TaskRecord {
+            id: self.id,
+            kind: self.kind.to_string(),
+            input: self.input.to_vec(),
+            role: self.role.clone(),
+            capabilities: self.capabilities().to_vec(),
+            priority: self.priority,
+            timeout: self.timeout(),
+            max_attempts: self.max_attempts,
+            attempt: self.attempt,
+            dependencies: dependencies.to_vec(),
+        }
+    }
+
+    /// The task a record describes, with its original id.
+    pub(crate) fn from_record(record: TaskRecord) -> Task {
+        let extras = (!record.capabilities.is_empty()
+            || !record.dependencies.is_empty()
+            || record.timeout.is_some())
+        .then(|| {
+            Box::new(Extras {
+                capabilities: record.capabilities,
+                dependencies: record.dependencies,
+                timeout: record.timeout,
+            })
+        });
+        Task {
+            id: record.id,
+            kind: record.kind.into_boxed_str(),
+            input: record.input.into_boxed_slice(),
+            role: record.role,
+            extras,
+            priority: record.priority,
+            attempt: record.attempt,
+            max_attempts: record.max_attempts.max(1),
+            lane: 0,
+        }
+    }
+}
+
 impl fmt::Debug for Task {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Task")
@@ -335,6 +411,47 @@ pub struct TaskResult {
     pub(crate) elapsed_nanos: u64,
     pub(crate) attempts: u32,
     pub(crate) status: TaskStatus,
+}
+
+/// A finished result as the durable task store keeps it (an internal form:
+/// [`TaskResult`] has no public serde shape).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ResultRecord {
+    id: TaskId,
+    output: Option<Output>,
+    error: Option<String>,
+    agent: AgentId,
+    elapsed_nanos: u64,
+    attempts: u32,
+    status: TaskStatus,
+}
+
+impl From<&TaskResult> for ResultRecord {
+    fn from(result: &TaskResult) -> ResultRecord {
+        ResultRecord {
+            id: result.id,
+            output: result.output.clone(),
+            error: result.error.as_deref().map(str::to_owned),
+            agent: result.agent,
+            elapsed_nanos: result.elapsed_nanos,
+            attempts: result.attempts,
+            status: result.status,
+        }
+    }
+}
+
+impl From<ResultRecord> for TaskResult {
+    fn from(record: ResultRecord) -> TaskResult {
+        TaskResult {
+            id: record.id,
+            output: record.output,
+            error: record.error.map(String::into_boxed_str),
+            agent: record.agent,
+            elapsed_nanos: record.elapsed_nanos,
+            attempts: record.attempts,
+            status: record.status,
+        }
+    }
 }
 
 impl TaskResult {

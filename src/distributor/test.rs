@@ -11,6 +11,7 @@ fn pool() -> Distributor {
             min: 1,
             max: 1,
         },
+        None,
     )
 }
 
@@ -75,4 +76,33 @@ fn cancel_removes_from_the_queue_and_fails_dependents() {
     );
     assert!(!d.cancel(first, "again", &mut fx).unwrap());
     assert!(d.cancel(TaskId::from(99), "unknown", &mut fx).is_err());
+}
+
+#[test]
+fn a_task_record_keeps_everything_needed_to_run_it_again() {
+    let dependency = TaskId::from(3);
+    let mut task = Task::new("fetch")
+        .with_role(Role::Researcher)
+        .requires("http")
+        .with_priority(Priority::High)
+        .with_timeout(Duration::from_secs(5))
+        .with_max_attempts(3)
+        .after(dependency)
+        .with_input(&"https://example.org")
+        .unwrap();
+    task.id = TaskId::from(42);
+    let bytes = postcard::to_stdvec(&task.to_record(task.dependencies())).unwrap();
+    let mut record: TaskRecord = postcard::from_bytes(&bytes).unwrap();
+    record.count_takeover();
+    let back = Task::from_record(record);
+    assert_eq!(back.id(), TaskId::from(42));
+    assert_eq!(back.kind(), "fetch");
+    assert_eq!(back.role(), Some(&Role::Researcher));
+    assert_eq!(back.capabilities(), ["http"]);
+    assert_eq!(back.priority(), Priority::High);
+    assert_eq!(back.timeout(), Some(Duration::from_secs(5)));
+    assert_eq!(back.dependencies(), [dependency]);
+    assert_eq!(back.input::<String>().unwrap(), "https://example.org");
+    // The takeover counts as an attempt without using up a retry.
+    assert_eq!((back.attempt(), back.max_attempts()), (1, 4));
 }

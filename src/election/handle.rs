@@ -155,6 +155,7 @@ impl ElectionHandle {
             return Err(Error::NotLeader {
                 epoch: None,
                 current: self.dir.epoch().ok(),
+                leader: None,
             });
         };
         let current = self.dir.epoch()?;
@@ -164,6 +165,7 @@ impl ElectionHandle {
             Err(Error::NotLeader {
                 epoch: Some(epoch),
                 current: Some(current),
+                leader: None,
             })
         }
     }

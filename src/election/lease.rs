@@ -72,6 +72,7 @@ impl Leadership {
             Err(Error::NotLeader {
                 epoch: Some(self.record.epoch),
                 current: Some(current),
+                leader: None,
             })
         }
     }

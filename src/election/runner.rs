@@ -207,7 +207,7 @@ impl Runner {
                 self.shared.update(|state| state.renewed = now);
                 self.next_beat = now + self.config.heartbeat();
             }
-            Err(Error::NotLeader { epoch, current }) => {
+            Err(Error::NotLeader { epoch, current, .. }) => {
                 tracing::warn!(
                     ?epoch,
                     ?current,

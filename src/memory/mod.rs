@@ -38,8 +38,10 @@ mod store;
 mod version;
 
 use std::fmt;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::{MappedRwLockReadGuard, RwLock, RwLockReadGuard};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -99,8 +101,16 @@ pub struct SharedMemory {
 
 /// What the last clone drops: it stops the snapshot thread, then writes the
 /// final snapshot.
+///
+/// The store sits behind a lock only so that an orchestrator over a state
+/// directory can swap a freshly opened store in under every clone at once
+/// (on takeover) and swap it out again (when deposed). Readers take the lock
+/// shared and never contend with each other; it is taken exclusively only for
+/// those swaps.
 struct Handle {
-    store: Arc<Store>,
+    store: RwLock<Arc<Store>>,
+    /// The snapshot file, fixed by the first open (or reopen).
+    path: OnceLock<PathBuf>,
     periodic: Option<Periodic>,
 }
 
@@ -109,8 +119,9 @@ impl Drop for Handle {
         if let Some(periodic) = self.periodic.take() {
             periodic.stop();
         }
-        if self.store.changed_since_persist() {
-            if let Err(e) = self.store.persist() {
+        let store = self.store.get_mut();
+        if store.changed_since_persist() {
+            if let Err(e) = store.persist() {
                 tracing::warn!(error = %e, "final snapshot of the shared memory failed");
             }
         }
@@ -122,7 +133,8 @@ impl SharedMemory {
     pub fn in_memory() -> SharedMemory {
         SharedMemory {
             handle: Arc::new(Handle {
-                store: Arc::new(Store::in_memory()),
+                store: RwLock::new(Arc::new(Store::in_memory())),
+                path: OnceLock::new(),
                 periodic: None,
             }),
         }
@@ -165,12 +177,58 @@ impl SharedMemory {
             Durability::OnPersist | Durability::Journal => None,
         };
         Ok(SharedMemory {
-            handle: Arc::new(Handle { store, periodic }),
+            handle: Arc::new(Handle {
+                store: RwLock::new(store),
+                path: OnceLock::from(path.as_ref().to_path_buf()),
+                periodic,
+            }),
         })
     }
 
-    fn store(&self) -> &Store {
-        &self.handle.store
+    fn store(&self) -> MappedRwLockReadGuard<'_, Store> {
+        // Recursive: a closure given to `update` may read the store again
+        // while a swap waits for the lock.
+        RwLockReadGuard::map(self.handle.store.read_recursive(), |store| &**store)
+    }
+
+    /// Opens the store persisted at `path` in [`Durability::Journal`] mode
+    /// and swaps it in under this handle, so every clone sees it at once; the
+    /// store it replaces is dropped without a final snapshot. For a handle
+    /// made with [`in_memory`](Self::in_memory) (no snapshot thread to
+    /// retarget): the orchestrator's standby memory, loaded on takeover.
+    ///
+    /// # Errors
+    ///
+    /// As [`open_with`](Self::open_with); the current store stays in place.
+    pub(crate) fn reopen(&self, path: &Path) -> Result<()> {
+        debug_assert!(self.handle.periodic.is_none(), "reopen of a periodic store");
+        let store = Arc::new(Store::open(path, Durability::Journal)?);
+        let _ = self.handle.path.set(path.to_path_buf());
+        *self.handle.store.write() = store;
+        Ok(())
+    }
+
+    /// Swaps an empty in-memory store in under this handle: a deposed leader
+    /// stops touching the files, which now belong to the new leader.
+    pub(crate) fn detach(&self) {
+        *self.handle.store.write() = Arc::new(Store::in_memory());
+    }
+
+    /// Writes (`Some`) or deletes (`None`) every key given, then waits once
+    /// for the journal fsync covering the last: a batch of N writes costs
+    /// one group commit, not N. Each key gets a fresh version in order.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the journal write fails (the writes are applied in
+    /// memory but may not be durable).
+    pub(crate) fn write_batch(&self, writes: Vec<(String, Option<Vec<u8>>)>) -> Result<()> {
+        self.store().write_batch(writes)
+    }
+
+    /// Every key with its encoded value.
+    pub(crate) fn entries(&self) -> Vec<(String, Vec<u8>)> {
+        self.store().entries()
     }
 
     /// Reads `key` as a `T`, with its version; `None` if the key is absent.
@@ -369,7 +427,7 @@ impl SharedMemory {
 
     /// The snapshot file of a persisted store; `None` in memory.
     pub fn path(&self) -> Option<&Path> {
-        self.store().path()
+        self.handle.path.get().map(PathBuf::as_path)
     }
 
     /// Claims the store's files for the leader elected with `epoch` (the
@@ -394,7 +452,7 @@ impl SharedMemory {
     /// deposed.put("late", &"write")?;
     /// assert!(matches!(
     ///     deposed.persist(),
-    ///     Err(Error::NotLeader { epoch: Some(1), current: Some(2) })
+    ///     Err(Error::NotLeader { epoch: Some(1), current: Some(2), .. })
     /// ));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```

@@ -208,6 +208,7 @@ pub(crate) fn write(files: &Files, global: Version, epoch: u64, payload: &Payloa
             return Err(Error::NotLeader {
                 epoch: Some(epoch),
                 current: Some(current),
+                leader: None,
             });
         }
     }
@@ -578,6 +579,7 @@ mod tests {
             Err(Error::NotLeader {
                 epoch: Some(4),
                 current: Some(5),
+                leader: None,
             }) => {}
             other => panic!("{other:?}"),
         }

@@ -212,6 +212,55 @@ impl Store {
         Ok((output, version))
     }
 
+    /// Applies every write (`Some`: store these bytes; `None`: delete), each
+    /// under its key's shard lock as [`mutate`](Self::mutate) does, and then
+    /// waits for the one journal flush covering the last record: group
+    /// commit makes durable everything appended before it.
+    ///
+    /// # Errors
+    ///
+    /// A journal error; the writes before it are applied in memory.
+    pub(crate) fn write_batch(&self, writes: Vec<(String, Option<Vec<u8>>)>) -> Result<()> {
+        let journal = self.backing.as_ref().and_then(|b| b.journal.as_ref());
+        let mut last = None;
+        for (key, value) in writes {
+            let mut map = self.shards.for_key(&key).write();
+            if value.is_none() && !map.contains_key(&key) {
+                continue;
+            }
+            let version = self.next_version();
+            if let Some(journal) = journal {
+                last = Some(journal.append(version, &key, value.as_deref())?);
+            }
+            match value {
+                Some(bytes) => {
+                    map.insert(key, Entry { version, bytes });
+                }
+                None => {
+                    map.remove(&key);
+                }
+            }
+        }
+        if let (Some(journal), Some(ticket)) = (journal, last) {
+            journal.wait(ticket)?;
+        }
+        Ok(())
+    }
+
+    /// Every key with its encoded value, one shard at a time.
+    pub(crate) fn entries(&self) -> Vec<(String, Vec<u8>)> {
+        let mut entries = Vec::new();
+        for shard in self.shards.iter() {
+            entries.extend(
+                shard
+                    .read()
+                    .iter()
+                    .map(|(k, e)| (k.clone(), e.bytes.clone())),
+            );
+        }
+        entries
+    }
+
     fn next_version(&self) -> Version {
         // A u64 counter does not wrap in practice: at a billion writes a
         // second it lasts five centuries.
@@ -236,10 +285,6 @@ impl Store {
 
     pub(crate) fn durability(&self) -> Option<Durability> {
         self.backing.as_ref().map(|b| b.durability)
-    }
-
-    pub(crate) fn path(&self) -> Option<&Path> {
-        self.backing.as_ref().map(|b| b.files.snapshot())
     }
 
     /// Whether a write happened since the newest durable snapshot.
@@ -308,6 +353,7 @@ impl Store {
             return Err(crate::Error::NotLeader {
                 epoch: Some(epoch),
                 current: Some(current),
+                leader: None,
             });
         }
         backing.epoch.fetch_max(epoch, Ordering::AcqRel);
@@ -359,7 +405,8 @@ mod tests {
             leader.fence(0),
             Err(crate::Error::NotLeader {
                 epoch: Some(0),
-                current: Some(1)
+                current: Some(1),
+                leader: None,
             })
         ));
         leader.fence(2).unwrap();
@@ -368,7 +415,8 @@ mod tests {
             deposed.persist(),
             Err(crate::Error::NotLeader {
                 epoch: Some(1),
-                current: Some(2)
+                current: Some(2),
+                leader: None,
             })
         ));
         write(&deposed, "later");
@@ -379,6 +427,24 @@ mod tests {
         let mut keys = reopened.keys();
         keys.sort();
         assert_eq!(keys, ["before", "mine"]);
+    }
+
+    #[test]
+    fn a_batch_is_journaled_and_replayed_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m");
+        let store = Store::open(&path, Durability::Journal).unwrap();
+        let writes = (0..100u8)
+            .map(|i| (format!("k{i}"), Some(vec![i])))
+            .chain([("k0".to_owned(), None), ("absent".to_owned(), None)])
+            .collect();
+        store.write_batch(writes).unwrap();
+        // Dropping the store writes no snapshot: only the journal holds them.
+        drop(store);
+        let reopened = Store::open(&path, Durability::OnPersist).unwrap();
+        assert_eq!(reopened.len(), 99);
+        assert_eq!(reopened.read("k7", |e| e.bytes.clone()), Some(vec![7]));
+        assert!(reopened.read("k0", |_| ()).is_none());
     }
 
     #[test]

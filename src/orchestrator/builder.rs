@@ -1,6 +1,7 @@
 //! Configuration of an orchestrator.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use super::Orchestrator;
 use crate::agent::{Agent, AgentSpec};
 use crate::broker::DEFAULT_MAILBOX_CAPACITY;
 use crate::coordination::{AutoscalePolicy, HealthConfig};
+use crate::election::ElectionConfig;
 use crate::error::{Error, Result};
 use crate::ids::Role;
 use crate::memory::SharedMemory;
@@ -41,6 +43,8 @@ pub struct OrchestratorBuilder {
     pub(crate) autoscale: AutoscalePolicy,
     pub(crate) health: HealthConfig,
     pub(crate) parallelism: usize,
+    pub(crate) state_dir: Option<PathBuf>,
+    pub(crate) election: Option<ElectionConfig>,
 }
 
 impl Default for OrchestratorBuilder {
@@ -56,6 +60,8 @@ impl Default for OrchestratorBuilder {
             autoscale: AutoscalePolicy::default(),
             health: HealthConfig::default(),
             parallelism: 0,
+            state_dir: None,
+            election: None,
         }
     }
 }
@@ -119,6 +125,39 @@ impl OrchestratorBuilder {
         self
     }
 
+    /// Runs the orchestrator as one of several instances (processes) over
+    /// the state directory `dir` (created if absent), as `docs/RELIABILITY.md`
+    /// describes: the instances elect a leader in `dir/election/`; only the
+    /// leader accepts and dispatches tasks, every accepted task is recorded
+    /// in `dir/tasks.snapshot` before `submit` returns, and a new leader
+    /// re-queues every accepted task that has not finished (at least once:
+    /// a task that was running when its leader died runs again, with
+    /// [`Task::attempt`](crate::Task::attempt) counting the takeover).
+    ///
+    /// The orchestrator then owns its shared memory, `dir/memory.snapshot`
+    /// in [`Durability::Journal`](crate::Durability::Journal) mode, so what
+    /// a finished task wrote is durable before its result is recorded. It is
+    /// loaded when this instance becomes leader; on a follower
+    /// [`Orchestrator::memory`] is an empty in-memory store whose writes are
+    /// not kept.
+    ///
+    /// Default: none (one instance, in memory). The election's default
+    /// configuration is `ElectionConfig::new(format!("pid-{pid}"))`; see
+    /// [`election`](Self::election).
+    pub fn state_dir(mut self, dir: impl AsRef<std::path::Path>) -> Self {
+        self.state_dir = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// The leader election's configuration, with
+    /// [`state_dir`](Self::state_dir) (default:
+    /// `ElectionConfig::new(format!("pid-{}", std::process::id()))`, a 10 s
+    /// heartbeat and a 30 s lease).
+    pub fn election(mut self, config: ElectionConfig) -> Self {
+        self.election = Some(config);
+        self
+    }
+
     /// When pools grow and shrink (default: the seed's policy, see
     /// [`AutoscalePolicy`]; [`AutoscalePolicy::disabled`] keeps every pool
     /// at its starting size).
@@ -154,8 +193,13 @@ impl OrchestratorBuilder {
     /// # Errors
     /// [`Error::InvalidConfig`] when no agent spec was added, a spec has 0
     /// agents, `min_agents > max_agents`, the
-    /// retention or mailbox capacity is 0; [`Error::Io`] when a thread
-    /// cannot be spawned.
+    /// retention or mailbox capacity is 0, both [`memory`](Self::memory) and
+    /// [`state_dir`](Self::state_dir) were given,
+    /// [`election`](Self::election) was given without a state directory, or
+    /// the election configuration is unsafe (see
+    /// [`LeaderElection::new`](crate::LeaderElection::new)); [`Error::Io`]
+    /// when a thread cannot be spawned or the state directory cannot be
+    /// created.
     pub fn build(self) -> Result<Orchestrator> {
         self.validate()?;
         Orchestrator::start(self)
@@ -181,6 +225,15 @@ impl OrchestratorBuilder {
         if self.mailbox_capacity == 0 {
             return invalid("mailbox_capacity must be at least 1".into());
         }
+        if self.state_dir.is_some() && self.memory.is_some() {
+            return invalid(
+                "`memory` with `state_dir`: over a state directory the orchestrator owns its memory"
+                    .into(),
+            );
+        }
+        if self.state_dir.is_none() && self.election.is_some() {
+            return invalid("`election` needs a `state_dir` to hold the election".into());
+        }
         for (spec, _) in &self.specs {
             if spec.count == 0 {
                 return invalid(format!("the {} spec has 0 agents", spec.role));
@@ -205,6 +258,8 @@ impl fmt::Debug for OrchestratorBuilder {
             .field("autoscale", &self.autoscale)
             .field("health", &self.health)
             .field("parallelism", &self.parallelism)
+            .field("state_dir", &self.state_dir)
+            .field("election", &self.election)
             .finish()
     }
 }

@@ -8,6 +8,7 @@
 //! timeouts.
 
 mod builder;
+mod durable;
 mod events;
 mod status;
 
@@ -26,6 +27,7 @@ use crate::coordination::{Request, Supervisor, spawn_agent};
 use crate::distributor::{
     Distributor, Effects, Results, Scaling, SpecPool, Task, TaskResult, Waited,
 };
+use crate::election::{ElectionConfig, ElectionHandle, LeaderElection};
 use crate::error::{Error, Missing, Result};
 use crate::ids::{AgentId, AgentState, Role, TaskId};
 use crate::memory::SharedMemory;
@@ -36,6 +38,8 @@ pub use builder::{
     DEFAULT_MAX_AGENTS, DEFAULT_MIN_AGENTS, DEFAULT_RESULT_RETENTION, DEFAULT_SHUTDOWN_TIMEOUT,
     OrchestratorBuilder,
 };
+pub(crate) use durable::Recorded;
+use durable::StateDir;
 pub use events::Event;
 pub use status::{AgentStatus, PoolStatus, QueueDepths, StatusReport, TaskTotals};
 
@@ -63,6 +67,10 @@ pub(crate) struct Shared {
     /// Whether an idle agent is polling its mailbox (see the runner).
     spinning: AtomicBool,
     started: Instant,
+    /// With a state directory: its durable task store.
+    state: Option<StateDir>,
+    /// With a state directory: this instance's candidacy.
+    election: Option<Arc<ElectionHandle>>,
 }
 
 impl Shared {
@@ -78,10 +86,37 @@ impl Shared {
     }
 
     pub(crate) fn submit_all(&self, tasks: Vec<Task>, ids: &mut Vec<TaskId>) -> Result<()> {
-        let mut fx = Effects::default();
-        let submitted = self.distributor.lock().submit(tasks, ids, &mut fx);
-        self.apply(&mut fx);
-        submitted
+        let (Some(state), Some(election)) = (&self.state, &self.election) else {
+            let mut fx = Effects::default();
+            let submitted = self.distributor.lock().submit(tasks, ids, &mut fx);
+            self.apply(&mut fx);
+            return submitted;
+        };
+        if !election.is_leader() {
+            let leader = election.leader();
+            return Err(Error::NotLeader {
+                epoch: None,
+                current: leader.as_ref().map(|l| l.epoch),
+                leader,
+            });
+        }
+        let reserved = self.distributor.lock().reserve(tasks, ids)?;
+        // Recorded, then confirmed: once `confirm` has read our epoch as the
+        // newest, any later leader opens the task store after these records
+        // were fsynced, and runs them.
+        let recorded = state
+            .record_tasks(&reserved)
+            .and_then(|()| election.confirm().map(drop));
+        let admitted = recorded.and_then(|()| {
+            let mut fx = Effects::default();
+            let admitted = self.distributor.lock().admit_reserved(reserved, &mut fx);
+            self.apply(&mut fx);
+            admitted
+        });
+        if admitted.is_err() {
+            ids.clear();
+        }
+        admitted
     }
 
     /// Carries out what the distributor decided under its lock: wakes the
@@ -185,6 +220,12 @@ pub struct Orchestrator {
     shared: Arc<Shared>,
     events: Receiver<Event>,
     supervisor: Option<JoinHandle<()>>,
+    /// With a state directory: the thread recording finished results.
+    recorder: Option<JoinHandle<()>>,
+    recorder_tx: Option<Sender<Recorded>>,
+    /// With a state directory: the thread following the election.
+    /// Dropping the sender stops it.
+    leadership: Option<(JoinHandle<()>, Sender<()>)>,
     shutdown_timeout: Duration,
     shut_down: bool,
 }
@@ -214,10 +255,33 @@ impl Orchestrator {
             max: config.max_agents,
         };
         let results = Arc::new(Results::new(config.result_retention));
+        let (state, election) = match &config.state_dir {
+            Some(dir) => {
+                let state = StateDir::new(dir);
+                let election_config = config
+                    .election
+                    .clone()
+                    .unwrap_or_else(|| ElectionConfig::new(format!("pid-{}", std::process::id())));
+                // Started now; its events wait in their channel until the
+                // leadership thread, started last, reads them.
+                let election =
+                    LeaderElection::new(state.election_dir(), election_config)?.start()?;
+                (Some(state), Some(Arc::new(election)))
+            }
+            None => (None, None),
+        };
+        let (recorder_tx, recorder_inbox) = crossbeam_channel::unbounded();
+        let recorder_tx = state.is_some().then_some(recorder_tx);
         let shared = Arc::new(Shared {
-            distributor: Mutex::new(Distributor::new(pools, Arc::clone(&results), scaling)),
+            distributor: Mutex::new(Distributor::new(
+                pools,
+                Arc::clone(&results),
+                scaling,
+                recorder_tx.clone(),
+            )),
             results,
             broker,
+            // Over a state directory, the memory is loaded on takeover.
             memory: config.memory.unwrap_or_else(SharedMemory::in_memory),
             parallel: ParallelPool::new(config.parallelism),
             events: events_tx,
@@ -228,6 +292,8 @@ impl Orchestrator {
             hung_threads: AtomicUsize::new(0),
             spinning: AtomicBool::new(false),
             started: Instant::now(),
+            state,
+            election,
         });
         let factories: Vec<Factory> = config.specs.iter().map(|(_, f)| Arc::clone(f)).collect();
         let mut agents = Vec::new();
@@ -235,9 +301,18 @@ impl Orchestrator {
             shared: Arc::clone(&shared),
             events: events_rx,
             supervisor: None,
+            recorder: None,
+            recorder_tx,
+            leadership: None,
             shutdown_timeout: config.shutdown_timeout,
             shut_down: false,
         };
+        if orchestrator.shared.state.is_some() {
+            orchestrator.recorder = Some(durable::spawn_recorder(
+                Arc::clone(&shared),
+                recorder_inbox,
+            )?);
+        }
         for (spec, (agent_spec, factory)) in config.specs.iter().enumerate() {
             for _ in 0..agent_spec.count {
                 match spawn_agent(&shared, spec, factory, false) {
@@ -259,12 +334,19 @@ impl Orchestrator {
             }
         }
         orchestrator.supervisor = Some(Supervisor::spawn(
-            shared,
+            Arc::clone(&shared),
             supervisor_inbox,
             factories,
             config.health,
             agents,
         )?);
+        if let Some(election) = &shared.election {
+            let (stop, stopped) = crossbeam_channel::bounded(0);
+            orchestrator.leadership = Some((
+                durable::spawn_leadership(Arc::clone(&shared), Arc::clone(election), stopped)?,
+                stop,
+            ));
+        }
         Ok(orchestrator)
     }
 
@@ -277,6 +359,11 @@ impl Orchestrator {
     ///   submitted (or whose result was evicted). A dependency that already
     ///   failed is not an error: the task gets a failed result.
     /// * [`Error::ShutDown`] after shutdown began.
+    /// * With a [state directory](OrchestratorBuilder::state_dir):
+    ///   [`Error::NotLeader`] when this instance does not lead (`leader`
+    ///   and `current` name the leader and its epoch when known), or lost the lead while the
+    ///   task was being recorded (a new leader may then still run it);
+    ///   [`Error::Io`] when the task cannot be recorded.
     pub fn submit(&self, task: Task) -> Result<TaskId> {
         self.shared.submit(task)
     }
@@ -413,7 +500,11 @@ impl Orchestrator {
         }
     }
 
-    /// The shared memory the agents use.
+    /// The shared memory the agents use. With a
+    /// [state directory](OrchestratorBuilder::state_dir) it is loaded from
+    /// `dir/memory.snapshot` when this instance becomes leader; before that
+    /// (and after it is deposed) it is an empty in-memory store whose writes
+    /// are not kept.
     pub fn memory(&self) -> &SharedMemory {
         &self.shared.memory
     }
@@ -429,10 +520,15 @@ impl Orchestrator {
         &self.events
     }
 
-    /// Whether this instance may dispatch: always `true` while no leader
-    /// election is configured.
+    /// Whether this instance may dispatch: always `true` without a
+    /// [state directory](OrchestratorBuilder::state_dir); with one, `true`
+    /// from the end of a takeover (state loaded, tasks re-queued) for as
+    /// long as the election says this instance leads.
     pub fn is_leader(&self) -> bool {
-        true
+        match &self.shared.election {
+            None => true,
+            Some(election) => election.is_leader() && self.shared.distributor.lock().is_leading(),
+        }
     }
 
     /// Shuts down gracefully: stops accepting tasks, cancels every task that
@@ -457,6 +553,7 @@ impl Orchestrator {
         self.shared.distributor.lock().close(&mut fx);
         self.shared.apply(&mut fx);
         let Some(supervisor) = self.supervisor.take() else {
+            self.stop_durable();
             return Ok(());
         };
         let deadline = Instant::now() + self.shutdown_timeout;
@@ -467,15 +564,48 @@ impl Orchestrator {
         });
         // The supervisor answers by the deadline; the margin covers a
         // supervisor busy spawning when the request arrived.
-        let stuck = reply
-            .recv_deadline(deadline + Duration::from_secs(5))
-            .map_err(|_| Error::Timeout)?;
-        let _ = supervisor.join();
+        let stuck = reply.recv_deadline(deadline + Duration::from_secs(5));
+        if stuck.is_ok() {
+            let _ = supervisor.join();
+        }
+        self.stop_durable();
+        let stuck = stuck.map_err(|_| Error::Timeout)?;
         if stuck.is_empty() {
             Ok(())
         } else {
             tracing::warn!(?stuck, "agents still running at the shutdown timeout");
             Err(Error::Timeout)
+        }
+    }
+}
+
+impl Orchestrator {
+    /// With a state directory, once no agent runs any more: records the last
+    /// results, compacts the stores while still leader, and resigns, which
+    /// hands the unstarted tasks (still recorded as accepted) to the next
+    /// leader at once.
+    fn stop_durable(&mut self) {
+        if let (Some(tx), Some(recorder)) = (self.recorder_tx.take(), self.recorder.take()) {
+            let _ = tx.send(Recorded::Stop);
+            let _ = recorder.join();
+        }
+        let Some(election) = &self.shared.election else {
+            return;
+        };
+        if self.is_leader() {
+            let stores = self.shared.state.as_ref().map(|s| &s.tasks);
+            for store in std::iter::once(&self.shared.memory).chain(stores) {
+                if let Err(error) = store.persist() {
+                    tracing::warn!(%error, "compacting a store at shutdown failed");
+                }
+            }
+        }
+        if let Err(error) = election.resign() {
+            tracing::warn!(%error, "resigning at shutdown failed");
+        }
+        if let Some((leadership, stop)) = self.leadership.take() {
+            drop(stop);
+            let _ = leadership.join();
         }
     }
 }

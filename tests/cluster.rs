@@ -1,0 +1,352 @@
+//! An orchestrator over a state directory: configuration checks, followers
+//! refusing work, results restored after a clean restart, a clean handover,
+//! and takeover after kill -9 of the leader process with every accepted task
+//! finished at least once. Multi-process tests re-execute this binary as
+//! orchestrator instances.
+
+use std::collections::BTreeSet;
+use std::env;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use agentry::{
+    AgentContext, Durability, ElectionConfig, Error, Orchestrator, Output, Role, SharedMemory,
+    Task, TaskError, TaskId, TaskStatus,
+};
+
+/// Set in a child: the state directory it runs over.
+const CHILD: &str = "AGENTRY_CLUSTER_CHILD";
+/// Starts every line a child reports.
+const MARK: &str = "@cluster ";
+/// A child stops by itself after this long, should its parent be gone.
+const CHILD_LIFETIME: Duration = Duration::from_secs(60);
+/// Generous bound for anything that should take well under a second.
+const PATIENCE: Duration = Duration::from_secs(30);
+/// Tasks the cluster test submits, in batches.
+const TASKS: u64 = if cfg!(miri) { 50 } else { 1_000 };
+const BATCH: u64 = 50;
+
+/// A fast election, with a lease long enough that a leader busy on a loaded
+/// two-core machine is not deposed by its own slowness.
+fn election(name: &str) -> ElectionConfig {
+    ElectionConfig::new(name)
+        .heartbeat_interval(Duration::from_millis(50))
+        .lease_timeout(Duration::from_millis(500))
+        .retry_interval(Duration::from_millis(10))
+}
+
+/// Counts its runs in the shared memory, keyed by task id.
+fn counting(task: &Task, ctx: &AgentContext) -> Result<Output, TaskError> {
+    ctx.memory()
+        .increment(&format!("ran/{}", task.id().get()), 1)?;
+    thread::sleep(Duration::from_millis(2));
+    Ok(Output::encode(&task.id().get())?)
+}
+
+fn instance(dir: &Path, name: &str) -> Orchestrator {
+    Orchestrator::builder()
+        .agents(Role::Researcher, 4, || counting)
+        .state_dir(dir)
+        .election(election(name))
+        .build()
+        .unwrap()
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn tasks(n: u64) -> Vec<Task> {
+    (0..n)
+        .map(|_| Task::new("count").with_role(Role::Researcher))
+        .collect()
+}
+
+// ---------------------------------------------------------------- in process
+
+#[test]
+fn memory_with_a_state_dir_is_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let built = Orchestrator::builder()
+        .agents(Role::Researcher, 1, || counting)
+        .memory(SharedMemory::in_memory())
+        .state_dir(dir.path())
+        .build();
+    assert!(matches!(built, Err(Error::InvalidConfig(_))), "{built:?}");
+}
+
+#[test]
+fn an_election_without_a_state_dir_is_invalid() {
+    let built = Orchestrator::builder()
+        .agents(Role::Researcher, 1, || counting)
+        .election(election("a"))
+        .build();
+    assert!(matches!(built, Err(Error::InvalidConfig(_))), "{built:?}");
+}
+
+#[test]
+fn a_follower_refuses_submits_with_not_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = instance(dir.path(), "leader");
+    wait_for("the first instance to lead", || leader.is_leader());
+    let follower = instance(dir.path(), "follower");
+    assert!(!follower.is_leader());
+    // The follower names the leader once its election has read the
+    // leader's heartbeat record (every retry interval).
+    wait_for("the follower to name the leader", || {
+        match follower.submit(Task::new("count").with_role(Role::Researcher)) {
+            Err(Error::NotLeader {
+                epoch: None,
+                leader,
+                ..
+            }) => leader.is_some_and(|l| l.instance_id == "leader"),
+            other => panic!("a follower's submit gave {other:?}"),
+        }
+    });
+    assert!(matches!(
+        follower.submit_batch(tasks(3)),
+        Err(Error::NotLeader { .. })
+    ));
+    let id = leader
+        .submit(Task::new("count").with_role(Role::Researcher))
+        .unwrap();
+    assert!(leader.wait(id, PATIENCE).unwrap().is_success());
+    follower.shutdown().unwrap();
+    leader.shutdown().unwrap();
+}
+
+#[test]
+fn results_of_finished_tasks_survive_a_clean_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = instance(dir.path(), "first");
+    wait_for("the instance to lead", || first.is_leader());
+    let ids = first.submit_batch(tasks(20)).unwrap();
+    for &id in &ids {
+        assert!(first.wait(id, PATIENCE).unwrap().is_success());
+    }
+    first.shutdown().unwrap();
+
+    let again = instance(dir.path(), "again");
+    wait_for("the reopened instance to lead", || again.is_leader());
+    for &id in &ids {
+        let result = again.result(id).expect("a finished result is restored");
+        assert_eq!(result.status(), TaskStatus::Succeeded);
+        assert_eq!(result.output::<u64>().unwrap(), id.get());
+        let ran = again.memory().get::<i64>(&format!("ran/{}", id.get()));
+        assert_eq!(ran.unwrap().map(|v| v.value), Some(1), "{id}");
+    }
+    let next = again
+        .submit(Task::new("count").with_role(Role::Researcher))
+        .unwrap();
+    assert!(
+        ids.iter().all(|&id| id < next),
+        "new ids start above every id seen"
+    );
+    again.shutdown().unwrap();
+}
+
+#[test]
+fn a_clean_shutdown_hands_unstarted_tasks_to_the_next_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = |task: &Task, ctx: &AgentContext| -> Result<Output, TaskError> {
+        ctx.memory()
+            .increment(&format!("ran/{}", task.id().get()), 1)?;
+        thread::sleep(Duration::from_millis(20));
+        Ok(Output::empty())
+    };
+    let first = Orchestrator::builder()
+        .agents(Role::Researcher, 1, move || slow)
+        .state_dir(dir.path())
+        .election(election("first"))
+        .build()
+        .unwrap();
+    wait_for("the first instance to lead", || first.is_leader());
+    let second = instance(dir.path(), "second");
+    let ids = first.submit_batch(tasks(30)).unwrap();
+    first.shutdown().unwrap();
+    wait_for("the second instance to lead", || second.is_leader());
+    let mut handed_over = 0;
+    for &id in &ids {
+        let result = second.wait(id, PATIENCE).unwrap();
+        assert!(result.is_success(), "{id}: {result:?}");
+        let ran = second.memory().get::<i64>(&format!("ran/{}", id.get()));
+        assert_eq!(ran.unwrap().map(|v| v.value), Some(1), "{id} ran once");
+        // A re-queued task's run counts the takeover as an attempt.
+        handed_over += usize::from(result.attempts() == 2);
+    }
+    assert!(handed_over > 0, "some unstarted tasks were handed over");
+    second.shutdown().unwrap();
+}
+
+// ---------------------------------------------------------------- processes
+
+/// Runs only as a child: one orchestrator instance of the cluster. While it
+/// leads it submits the remaining tasks in batches, reporting each accepted
+/// batch; once all are submitted and none is left unfinished, it reports
+/// `done` and shuts down.
+#[test]
+fn child_instance() {
+    let Some(dir) = env::var_os(CHILD) else {
+        return;
+    };
+    let pid = std::process::id();
+    let orchestrator = instance(Path::new(&dir), &format!("pid-{pid}"));
+    let started = Instant::now();
+    let mut reported_leading = false;
+    while started.elapsed() < CHILD_LIFETIME {
+        if !orchestrator.is_leader() {
+            thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        if !reported_leading {
+            println!("{MARK}leader {pid}");
+            reported_leading = true;
+        }
+        let memory = orchestrator.memory();
+        let submitted = memory
+            .get::<u64>("submitted")
+            .ok()
+            .flatten()
+            .map_or(0, |v| v.value);
+        if submitted < TASKS {
+            if let Ok(ids) = orchestrator.submit_batch(tasks(BATCH)) {
+                let (first, last) = (ids[0].get(), ids[ids.len() - 1].get());
+                println!("{MARK}accepted {first} {last}");
+                let _ = memory.put("submitted", &(submitted + BATCH));
+            }
+            thread::sleep(Duration::from_millis(10));
+            continue;
+        }
+        let totals = orchestrator.status().totals;
+        if totals.submitted == totals.finished() {
+            println!("{MARK}done {pid}");
+            orchestrator.shutdown().unwrap();
+            return;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn spawn_child(dir: &Path, lines: mpsc::Sender<String>) -> Child {
+    let mut child = Command::new(env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_instance",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if let Some(at) = line.find(MARK) {
+                if lines.send(line[at + MARK.len()..].to_owned()).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    child
+}
+
+#[test]
+fn killing_the_leader_midway_loses_no_accepted_task() {
+    if cfg!(miri) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (a_tx, a_lines) = mpsc::channel();
+    let mut a = spawn_child(dir.path(), a_tx);
+    let next = |lines: &mpsc::Receiver<String>| {
+        lines
+            .recv_timeout(PATIENCE)
+            .expect("a child report in time")
+    };
+    assert!(
+        next(&a_lines).starts_with("leader"),
+        "the first child leads"
+    );
+    let (b_tx, b_lines) = mpsc::channel();
+    let mut b = spawn_child(dir.path(), b_tx);
+
+    // Let the leader accept about half of the tasks, then kill -9 it.
+    let mut accepted = BTreeSet::new();
+    let record = |accepted: &mut BTreeSet<u64>, line: &str| {
+        let mut words = line.split(' ').skip(1).map(|w| w.parse::<u64>().unwrap());
+        if let (Some(first), Some(last)) = (words.next(), words.next()) {
+            accepted.extend(first..=last);
+        }
+    };
+    while (accepted.len() as u64) < TASKS / 2 {
+        let line = next(&a_lines);
+        assert!(line.starts_with("accepted"), "{line}");
+        record(&mut accepted, &line);
+    }
+    a.kill().unwrap();
+    a.wait().unwrap();
+    // Reports written before the kill still count.
+    for line in a_lines.try_iter() {
+        if line.starts_with("accepted") {
+            record(&mut accepted, &line);
+        }
+    }
+    let crashes = 1;
+
+    // The standby takes over and finishes everything.
+    assert!(next(&b_lines).starts_with("leader"));
+    loop {
+        let line = next(&b_lines);
+        if line.starts_with("done") {
+            break;
+        }
+        assert!(line.starts_with("accepted"), "{line}");
+        record(&mut accepted, &line);
+    }
+    assert!(
+        b.wait().unwrap().success(),
+        "the new leader shut down cleanly"
+    );
+    assert!(
+        accepted.len() as u64 >= TASKS,
+        "{} accepted",
+        accepted.len()
+    );
+
+    // Every accepted task has a recorded result and no task is left
+    // unfinished; each ran at least once and at most once per crash more.
+    let tasks =
+        SharedMemory::open_with(dir.path().join("tasks.snapshot"), Durability::OnPersist).unwrap();
+    let keys = tasks.keys();
+    let unfinished: Vec<_> = keys.iter().filter(|k| k.starts_with("t/")).collect();
+    assert!(unfinished.is_empty(), "unfinished: {unfinished:?}");
+    let finished: BTreeSet<u64> = keys
+        .iter()
+        .filter_map(|k| k.strip_prefix("r/"))
+        .map(|id| id.parse().unwrap())
+        .collect();
+    let memory =
+        SharedMemory::open_with(dir.path().join("memory.snapshot"), Durability::OnPersist).unwrap();
+    for &id in &accepted {
+        assert!(finished.contains(&id), "{} has no result", TaskId::from(id));
+        let ran = memory
+            .get::<i64>(&format!("ran/{id}"))
+            .unwrap()
+            .map_or(0, |v| v.value);
+        assert!(
+            (1..=1 + crashes).contains(&ran),
+            "task {id} ran {ran} times"
+        );
+    }
+}
