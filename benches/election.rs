@@ -10,6 +10,12 @@
 //! Processes do not share `Instant`, so both sides use `SystemTime` (the same
 //! kernel clock on one host).
 //!
+//! A third report does the same with whole orchestrators over one state
+//! directory: the leader has accepted 1,000 tasks its agents have not
+//! finished; the follower prints the time at which `is_leader()` turned
+//! true, that is once it has reloaded the shared memory and the task store
+//! and re-queued every unfinished task: the new orchestrator serving.
+//!
 //! A report (p50, p99, max over the rounds) rather than criterion: every
 //! sample costs two process spawns and a kill.
 //!
@@ -22,7 +28,10 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use agentry::{ElectionConfig, ElectionEvent, LeaderElection};
+use agentry::{
+    AgentContext, AutoscalePolicy, ElectionConfig, ElectionEvent, LeaderElection, Orchestrator,
+    Output, Role, Task, TaskError,
+};
 
 /// Set in a child: `role` and directory, separated by a newline.
 const CHILD: &str = "AGENTRY_ELECTION_BENCH_CHILD";
@@ -39,6 +48,12 @@ fn main() {
     let base = env::var_os("CARGO_TARGET_TMPDIR").map_or_else(env::temp_dir, Into::into);
     report("bare fslock handover", &base, "bare-holder", "bare-waiter");
     report("agentry takeover (Elected)", &base, "leader", "follower");
+    report(
+        "agentry orchestrator serving after takeover (1,000 tasks re-queued)",
+        &base,
+        "orchestrator-leader",
+        "orchestrator-follower",
+    );
 }
 
 fn report(name: &str, base: &Path, holder: &str, waiter: &str) {
@@ -143,6 +158,37 @@ fn child(role: &str, dir: &Path) {
                 }
                 thread::sleep(lifetime);
             }
+        }
+        "orchestrator-leader" | "orchestrator-follower" => {
+            let orchestrator = Orchestrator::builder()
+                .agents(Role::Extractor, 2, move || {
+                    move |_: &Task, _: &AgentContext| -> Result<Output, TaskError> {
+                        thread::sleep(lifetime);
+                        Ok(Output::empty())
+                    }
+                })
+                .autoscale(AutoscalePolicy::disabled())
+                .state_dir(dir)
+                .election(config())
+                .build()
+                .expect("build the orchestrator");
+            if role == "orchestrator-leader" {
+                while !orchestrator.is_leader() {
+                    thread::sleep(Duration::from_millis(1));
+                }
+                orchestrator
+                    .submit_batch((0..1_000).map(|_| Task::new("long")))
+                    .expect("the leader accepts");
+                println!("ready");
+            } else {
+                println!("ready");
+                while !orchestrator.is_leader() {
+                    std::hint::spin_loop();
+                }
+                println!("took {}", now_nanos());
+            }
+            thread::sleep(lifetime);
+            std::process::exit(0);
         }
         other => panic!("unknown role {other}"),
     }
