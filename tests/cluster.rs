@@ -124,6 +124,45 @@ fn a_follower_refuses_submits_with_not_leader() {
 }
 
 #[test]
+fn a_long_running_leader_keeps_its_task_journal_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = Orchestrator::builder()
+        .agents(Role::Researcher, 2, || {
+            |_: &Task, _: &AgentContext| Ok(Output::empty())
+        })
+        .state_dir(dir.path())
+        .election(election("long-running"))
+        .build()
+        .unwrap();
+    wait_for("the instance to lead", || leader.is_leader());
+    // 60,000 tasks write 180,000 records (accepted, result, deletion): past
+    // the compaction threshold, unlike a journal that only grows.
+    let mut last = None;
+    for _ in 0..12 {
+        let ids = leader.submit_batch(tasks(5_000)).unwrap();
+        last = ids.last().copied();
+    }
+    assert!(leader.wait(last.unwrap(), PATIENCE).unwrap().is_success());
+    let journal_bytes = || -> u64 {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|entry| entry.ok())
+            .filter(|entry| {
+                entry
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("tasks.snapshot.journal.")
+            })
+            .map(|entry| entry.metadata().map_or(0, |m| m.len()))
+            .sum()
+    };
+    wait_for("the task journal to be compacted", || {
+        journal_bytes() < 2 * 1024 * 1024
+    });
+    leader.shutdown().unwrap();
+}
+
+#[test]
 fn results_of_finished_tasks_survive_a_clean_restart() {
     let dir = tempfile::tempdir().unwrap();
     let first = instance(dir.path(), "first");

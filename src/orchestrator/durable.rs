@@ -46,6 +46,9 @@ use crate::ids::TaskId;
 use crate::memory::SharedMemory;
 
 const TASK_PREFIX: &str = "t/";
+/// After this many records the recorder folds the task journal into a
+/// snapshot, so a long-running leader's journal stays bounded.
+const COMPACT_EVERY: usize = 100_000;
 const RESULT_PREFIX: &str = "r/";
 
 /// What the distributor sends the recorder.
@@ -174,6 +177,7 @@ pub(crate) fn spawn_recorder(
             };
             let mut results = Vec::new();
             let mut evicted = Vec::new();
+            let mut since_compaction = 0;
             let mut stop = false;
             while !stop {
                 let Ok(first) = inbox.recv() else { return };
@@ -193,6 +197,15 @@ pub(crate) fn spawn_recorder(
                     // The tasks stay recorded as accepted: a later leader
                     // runs them again.
                     tracing::error!(%error, results = results.len(), "recording results failed");
+                }
+                since_compaction += results.len() * 2 + evicted.len();
+                if since_compaction >= COMPACT_EVERY {
+                    since_compaction = 0;
+                    // A snapshot folds the journal generations it covers and
+                    // deletes them; a failure leaves them for the next try.
+                    if let Err(error) = state.tasks.persist() {
+                        tracing::warn!(%error, "compacting the task journal failed");
+                    }
                 }
                 results.clear();
                 evicted.clear();
