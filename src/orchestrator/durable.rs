@@ -20,7 +20,8 @@
 //! * **Finish.** Every published result is sent to the recorder thread,
 //!   which writes the result and deletes the task record, many reports per
 //!   fsync, off the distributor's lock. A crash before that write means the
-//!   task runs again under the next leader.
+//!   task runs again under the next leader. Every 100,000 records the
+//!   recorder folds the task journal into a snapshot, so it stays bounded.
 //! * **Takeover.** Followers keep no store open (opening would fold and
 //!   delete the leader's live journals). On `Elected` the new leader opens
 //!   both stores (loading the snapshot and replaying the old leader's
