@@ -417,7 +417,7 @@ fn processes_elect_one_leader_and_replace_it_after_kill_9() {
     }
     let mut epochs = HashSet::new();
     let mut last_epoch = 0;
-    let rounds = 10;
+    let rounds = 20;
     for round in 0..rounds {
         let ((leader, pid, _, epoch), passed) = candidates.next_elected();
         assert!(
