@@ -7,7 +7,7 @@
 //! The lock order is distributor, then results.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering, fence};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -25,6 +25,10 @@ const WAIT_SPIN: Duration = Duration::from_micros(50);
 pub(crate) struct Results {
     store: RwLock<Store>,
     waiters: AtomicUsize,
+    /// Bumped after every publish, so a waiter polls one atomic instead of
+    /// taking the store's lock in a loop (which would hold off the
+    /// publishers it waits for).
+    publishes: AtomicU64,
     /// The ids waited for, one entry per waiting thread: a publish wakes the
     /// waiters only when one of their results arrived, not at every result
     /// of every agent.
@@ -53,6 +57,7 @@ impl Results {
                 retention,
             }),
             waiters: AtomicUsize::new(0),
+            publishes: AtomicU64::new(0),
             waited: Mutex::new(Vec::new()),
             ready: Condvar::new(),
         }
@@ -94,6 +99,7 @@ impl Results {
             }
         }
         drop(store);
+        self.publishes.fetch_add(1, Ordering::Release);
         // Pairs with the fence in `wait`: either this load sees the waiter,
         // or the waiter's check sees the results just stored.
         fence(Ordering::SeqCst);
@@ -122,12 +128,20 @@ impl Results {
         // Most tasks are short: poll a moment before paying for a sleep and
         // a wake-up.
         let spin_until = deadline.min(Instant::now() + WAIT_SPIN);
+        let mut seen = self.publishes.load(Ordering::Acquire);
+        if let Some(result) = self.get(id) {
+            return Waited::Finished(result);
+        }
         while Instant::now() < spin_until {
-            if let Some(result) = self.get(id) {
-                return Waited::Finished(result);
-            }
             for _ in 0..64 {
                 std::hint::spin_loop();
+            }
+            let now = self.publishes.load(Ordering::Acquire);
+            if now != seen {
+                seen = now;
+                if let Some(result) = self.get(id) {
+                    return Waited::Finished(result);
+                }
             }
         }
         let mut waited = self.waited.lock();
