@@ -178,9 +178,9 @@ mod error;
 mod ids;
 mod memory;
 mod orchestrator;
-mod parallel;
-mod planning;
-mod skills;
+pub mod parallel;
+pub mod planning;
+pub mod skills;
 
 pub use agent::{Agent, AgentContext, AgentSpec};
 pub use broker::{
