@@ -421,14 +421,7 @@ impl Distributor {
         }
         let priority = task.priority;
         if let Some(agent) = self.take_idle(lane) {
-            let mut batch = agent.batch.lock();
-            batch.tasks.push_back(task);
-            if batch.counted.is_none() {
-                batch.counted = Some(priority);
-                self.batched[priority.rank()] += 1;
-            }
-            drop(batch);
-            fx.wake.push(agent);
+            self.hand_over(agent, task, fx);
             return;
         }
         self.lanes[lane].queues[priority.rank()].push_back(task);
@@ -436,6 +429,20 @@ impl Distributor {
         if self.batched[priority.rank() + 1..].iter().any(|&n| n > 0) {
             self.take_back_batches_below(priority, fx);
         }
+    }
+
+    /// Puts `task` in the batch of `agent`, an idle agent just taken from
+    /// its pool's idle list, and has it woken once the lock is released.
+    fn hand_over(&mut self, agent: Arc<AgentShared>, task: Task, fx: &mut Effects) {
+        let priority = task.priority;
+        let mut batch = agent.batch.lock();
+        batch.tasks.push_back(task);
+        if batch.counted.is_none() {
+            batch.counted = Some(priority);
+            self.batched[priority.rank()] += 1;
+        }
+        drop(batch);
+        fx.wake.push(agent);
     }
 
     /// The least loaded idle agent that can serve `lane`; ties go to the one

@@ -118,14 +118,8 @@ impl Distributor {
                     };
                     if let Some(task) = self.lanes[lane].queues[rank].pop_front() {
                         self.queued[rank] -= 1;
-                        let mut batch = agent.batch.lock();
-                        batch.tasks.push_back(task);
-                        if batch.counted.is_none() {
-                            batch.counted = Some(crate::ids::Priority::ALL[rank]);
-                            self.batched[rank] += 1;
-                        }
+                        self.hand_over(agent, task, fx);
                     }
-                    fx.wake.push(agent);
                 }
             }
         }
