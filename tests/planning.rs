@@ -353,3 +353,48 @@ fn a_step_no_agent_can_serve_fails_with_the_orchestrators_reason() {
         "{error}"
     );
 }
+
+#[test]
+fn steps_with_max_attempts_survive_failed_and_panicking_attempts() {
+    // The planner panics on its first attempt, the leaf fails twice: both
+    // are retried within their steps' attempts and the plan succeeds.
+    let orchestrator = Orchestrator::builder()
+        .autoscale(AutoscalePolicy::disabled())
+        .agents(Role::Planner, 1, || {
+            |task: &Task, _: &AgentContext| -> Reply {
+                if task.attempt() == 1 {
+                    panic!("planner crashed");
+                }
+                let leaf = Step::task("flaky", "flaky")
+                    .with_role(Role::Researcher)
+                    .with_max_attempts(3);
+                Ok(Goal::decomposition(&[leaf])?)
+            }
+        })
+        .agents(Role::Researcher, 1, || {
+            |task: &Task, _: &AgentContext| -> Reply {
+                if task.attempt() < 3 {
+                    return Err(TaskError::retryable("not yet"));
+                }
+                Ok(Output::encode(&task.attempt())?)
+            }
+        })
+        .build()
+        .unwrap();
+    let goal = Step::goal("root", "retry me").with_max_attempts(2);
+    let tree = Plan::new(goal)
+        .submit(&orchestrator)
+        .unwrap()
+        .wait_timeout(LONG)
+        .unwrap();
+    assert!(tree.is_success(), "{:?}", tree.error());
+    assert_eq!(tree.find("root/flaky").unwrap().output::<u32>().unwrap(), 3);
+
+    // Without the attempts, the first failure fails the step.
+    let tree = Plan::new(Step::task("once", "flaky").with_role(Role::Researcher))
+        .submit(&orchestrator)
+        .unwrap()
+        .wait_timeout(LONG)
+        .unwrap();
+    assert_eq!(tree.status(), TaskStatus::Failed);
+}

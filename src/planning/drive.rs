@@ -186,8 +186,9 @@ impl PlanHandle<'_> {
     /// Submits the node's own task (a leaf's, or an aggregation).
     fn start_task<I: Serialize>(&mut self, id: usize, after: &[TaskId], input: &I) {
         let step = &self.tree.nodes[id].step;
-        let mut task =
-            Task::new(step.kind.clone().unwrap_or_default()).with_priority(step.priority);
+        let mut task = Task::new(step.kind.clone().unwrap_or_default())
+            .with_priority(step.priority)
+            .with_max_attempts(step.max_attempts);
         if let Some(role) = &step.role {
             task = task.with_role(role.clone());
         }
@@ -209,7 +210,8 @@ impl PlanHandle<'_> {
         };
         let task = Task::new(self.settings.planner_kind.as_str())
             .with_role(Role::Planner)
-            .with_priority(node.step.priority);
+            .with_priority(node.step.priority)
+            .with_max_attempts(node.step.max_attempts);
         self.submit(id, task, after, &goal, State::Planning);
     }
 

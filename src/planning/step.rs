@@ -41,6 +41,7 @@ pub struct Step {
     pub(super) goal: Option<String>,
     pub(super) role: Option<Role>,
     pub(super) priority: Priority,
+    pub(super) max_attempts: u32,
     pub(super) capabilities: Vec<String>,
     pub(super) input: Vec<u8>,
     pub(super) after: Vec<String>,
@@ -55,6 +56,7 @@ impl Step {
             goal: None,
             role: None,
             priority: Priority::Normal,
+            max_attempts: 1,
             capabilities: Vec::new(),
             input: Vec::new(),
             after: Vec::new(),
@@ -104,6 +106,15 @@ impl Step {
     /// its planner's task included.
     pub fn with_priority(mut self, priority: Priority) -> Step {
         self.priority = priority;
+        self
+    }
+
+    /// How many times the step's task (or its planner's) may run before the
+    /// step fails, as [`Task::with_max_attempts`] (default 1; 0 counts as 1).
+    /// A failed attempt that is retried, a panic included, does not fail the
+    /// step.
+    pub fn with_max_attempts(mut self, attempts: u32) -> Step {
+        self.max_attempts = attempts.max(1);
         self
     }
 
