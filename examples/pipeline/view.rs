@@ -170,6 +170,8 @@ impl View {
         if self.mode == Mode::Live {
             print!("\x1b[?25h");
             let _ = io::stdout().flush();
+            // The view stays as drawn; nothing more to restore.
+            self.mode = Mode::Silent;
         }
     }
 }
@@ -251,7 +253,7 @@ pub fn print_summary(report: &Report) {
         }
     }
     println!(
-        "\nThroughput: {} pages in {:.2}s ({:.0} pages/s, {:.0} tasks/s); {} pages read in parallel; {} merge conflicts retried.",
+        "\nThroughput: {} pages in {:.2}s ({:.0} pages/s, {:.0} tasks/s); pages read in parallel: {}; merge conflicts retried: {}.",
         t.pages,
         report.elapsed_ms as f64 / 1e3,
         report.pages_per_second,
