@@ -71,8 +71,7 @@ impl Crew {
     ) -> Crew {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64)
-            | 1;
+            .map_or(0, |d| d.as_nanos() as u64);
         Crew {
             base_url,
             chaos,
@@ -89,13 +88,16 @@ impl Crew {
         if self.chaos <= 0.0 {
             return;
         }
-        // xorshift: good enough to pick which attempts fail.
-        let mut x = self.chaos_state.load(Ordering::Relaxed);
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.chaos_state.store(x, Ordering::Relaxed);
-        if (x >> 11) as f64 / (1u64 << 53) as f64 <= self.chaos {
+        // splitmix64 over an atomic counter: every attempt draws its own
+        // number, whatever the thread.
+        let mut x = self
+            .chaos_state
+            .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^= x >> 31;
+        let draw = (x >> 11) as f64 / (1u64 << 53) as f64;
+        if draw < self.chaos {
             self.stats.chaos_panics.fetch_add(1, Ordering::Relaxed);
             panic!(
                 "chaos: {} {} dropped `{}` (attempt {})",
@@ -283,7 +285,7 @@ pub fn extractor(crew: &Crew, task: &Task, ctx: &AgentContext) -> Reply {
     }
     let html = fetched.html.unwrap_or_default();
     let started = Instant::now();
-    let extraction = extract::extract(&html, ctx.parallel())?;
+    let extraction = extract::extract(&html, Some(ctx.parallel()))?;
     let elapsed = started.elapsed();
     crew.stats.pages_extracted.fetch_add(1, Ordering::Relaxed);
     if extraction.parallel {

@@ -149,11 +149,11 @@ struct Found {
     addresses: Vec<String>,
 }
 
-/// Reads `page`; large pages are read on `pool`.
+/// Reads `page`; large pages are read on `pool` when there is one.
 ///
 /// # Errors
 /// Only those of the pool ([`agentry::Error::Panicked`] if reading panicked).
-pub fn extract(page: &str, pool: &ParallelPool) -> agentry::Result<PageExtraction> {
+pub fn extract(page: &str, pool: Option<&ParallelPool>) -> agentry::Result<PageExtraction> {
     let root = html::parse(page);
     let region = root
         .find(&|e| e.name == "html")
@@ -165,11 +165,11 @@ pub fn extract(page: &str, pool: &ParallelPool) -> agentry::Result<PageExtractio
     cut(&root, &tables, &mut units);
     let special = |e: &Element| is_person(e) || is_address(e) || is_team_table(e, &tables);
     units.extend(root.lines(&special).into_iter().map(Unit::Line));
-    let parallel = page.len() >= PARALLEL_FROM;
-    let found: Vec<Found> = if parallel {
-        pool.map(&units, read_unit)?
-    } else {
-        units.iter().map(read_unit).collect()
+    let pool = pool.filter(|_| page.len() >= PARALLEL_FROM);
+    let parallel = pool.is_some();
+    let found: Vec<Found> = match pool {
+        Some(pool) => pool.map(&units, read_unit)?,
+        None => units.iter().map(read_unit).collect(),
     };
     let mut extraction = PageExtraction {
         region,
@@ -588,9 +588,15 @@ fn phones_at(chars: &[char], lower: &[char]) -> Vec<Candidate> {
     starts
         .into_iter()
         .filter_map(|(start, strategy)| {
+            let mut digits = 0;
             let run: String = chars[start..]
                 .iter()
-                .take_while(|&&c| is_phone_char(c))
+                .take_while(|&&c| {
+                    digits += usize::from(c.is_ascii_digit());
+                    // "(0)20" and "+1 (705)" belong to the number; "(9-5)"
+                    // after a whole number does not.
+                    is_phone_char(c) && !(c == '(' && digits >= 6)
+                })
                 .collect();
             let raw = run
                 .trim_end_matches(|c: char| !c.is_ascii_digit())
@@ -605,4 +611,59 @@ fn phones_at(chars: &[char], lower: &[char]) -> Vec<Candidate> {
                 })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(found: &[Candidate]) -> Vec<(&str, Strategy)> {
+        found.iter().map(|c| (c.raw.as_str(), c.strategy)).collect()
+    }
+
+    #[test]
+    fn prose_yields_emails_obfuscated_or_not_and_labelled_or_international_phones() {
+        let found = in_text(
+            "Mail ann@a.test, bo [at] a [dot] test or CY (AT) a (DOT) test. Tel.: (020) 7946 0000 (9-5), from abroad +44 20 7946 0001",
+        );
+        assert_eq!(
+            raw(&found),
+            [
+                ("ann@a.test", Strategy::TextEmail),
+                ("bo@a.test", Strategy::DeobfuscatedEmail),
+                ("CY@a.test", Strategy::DeobfuscatedEmail),
+                ("(020) 7946 0000", Strategy::LabelledPhone),
+                ("+44 20 7946 0001", Strategy::InternationalPhone),
+            ]
+        );
+    }
+
+    #[test]
+    fn look_alikes_are_not_candidates() {
+        let found = in_text(
+            "Follow @acme; 2026-03-14; C++ 20; 5+ years; cellphone 12; callback 3; (at) noon",
+        );
+        assert_eq!(raw(&found), []);
+    }
+
+    #[test]
+    fn cards_tables_and_addresses_are_read_as_units() {
+        let page = r#"<html lang="en-US"><body>
+            <div class="person"><h3>Ann Lee</h3><p class="role">Chair</p><a href="mailto:ann@a.test">mail</a></div>
+            <table><tr><th>Name</th><th>Phone</th></tr><tr><td>Bo Ng</td><td>555 0100 222</td></tr></table>
+            <address>1 High St<br>Town</address>
+            <p>Call <a href="tel:+15550100">us</a></p>
+            <pre>x@y.test</pre></body></html>"#;
+        let e = extract(page, None).unwrap();
+        assert_eq!(e.region.as_deref(), Some("US"));
+        assert_eq!(e.people.len(), 2);
+        assert_eq!(e.people[0].name.as_deref(), Some("Ann Lee"));
+        assert_eq!(e.people[0].role.as_deref(), Some("Chair"));
+        assert_eq!(
+            raw(&e.people[1].items),
+            [("555 0100 222", Strategy::TableCell)]
+        );
+        assert_eq!(e.addresses, ["1 High St, Town"]);
+        assert_eq!(raw(&e.loose), [("+15550100", Strategy::TelLink)]);
+    }
 }

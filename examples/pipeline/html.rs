@@ -380,3 +380,44 @@ fn entity(name: &str) -> Option<char> {
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn lines_break_at_blocks_and_skip_what_is_not_prose() {
+        let root = parse(
+            "<html lang=en-GB><head><title>t@x.test</title><script>var a = '</p>';</script></head>\
+             <body><p>one <b>two</b><br>three</p><!-- four --><pre>five</pre><li>six<li>seven</body>",
+        );
+        assert_eq!(root.lines(&|_| false), ["one two", "three", "six", "seven"]);
+        let html = root.find(&|e| e.name == "html").unwrap();
+        assert_eq!(html.attr("lang"), Some("en-GB"));
+    }
+
+    #[test]
+    fn entities_are_decoded_in_text_and_attributes() {
+        let root =
+            parse("<a href='mailto:a&#64;b.test' class=\"x  y\">&eacute;&#x40;&amp;&bogus;&</a>");
+        let a = root.find(&|e| e.name == "a").unwrap();
+        assert_eq!(a.attr("href"), Some("mailto:a@b.test"));
+        assert!(a.has_class("y"));
+        assert_eq!(a.text(), "é@&&bogus;&");
+    }
+
+    proptest! {
+        #[test]
+        fn any_input_parses_without_panicking(input in ".{0,200}") {
+            let _ = parse(&input).lines(&|_| false);
+        }
+
+        #[test]
+        fn tag_soup_parses_without_panicking(parts in prop::collection::vec(
+            prop::sample::select(vec!["<p>", "</p>", "<div class='a'>", "</div>", "<br/>", "<!--", "-->",
+                "<script>", "</script>", "&#64;", "&", "é", "<", ">", "text", "<a href=x>", "</b>"]), 0..40)) {
+            let _ = parse(&parts.concat()).lines(&|_| false);
+        }
+    }
+}

@@ -179,6 +179,12 @@ fn run(options: &Options, sites: &[Site]) -> Result<Report, Box<dyn std::error::
         .with_input(sites)?
         .with_max_attempts(crew.max_attempts);
     let mut plan = Plan::new(goal).submit(&orchestrator)?;
+    view.frame(
+        &orchestrator.status(),
+        &plan.progress(),
+        &crew.stats,
+        started.elapsed(),
+    );
     let mut spawned = 0;
     let tree = loop {
         let done = plan.wait_timeout(Duration::from_millis(50));

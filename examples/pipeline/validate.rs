@@ -512,3 +512,111 @@ fn address_key(address: &str) -> String {
         .flat_map(char::to_lowercase)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phones_are_normalised_to_e164() {
+        let cases = [
+            ("(312) 555-0142", Some("US"), "+13125550142"),
+            ("1-800-555-0199", Some("US"), "+18005550199"),
+            ("+44 (0)20 7946 0321", None, "+442079460321"),
+            ("020 7946 0321", Some("GB"), "+442079460321"),
+            ("0049 30 5550 9999", None, "+493055509999"),
+            ("(02) 5550 1234", Some("AU"), "+61255501234"),
+        ];
+        for (raw, region, e164) in cases {
+            assert_eq!(normalise_phone(raw, region).as_deref(), Ok(e164), "{raw}");
+        }
+        for (raw, region, reason) in [
+            ("12 34", Some("FR"), "phone-digits"),
+            ("0161 496 0000", None, "phone-no-country"),
+            ("+1 555 0100", None, "phone-digits"),
+        ] {
+            assert_eq!(normalise_phone(raw, region).unwrap_err().0, reason, "{raw}");
+        }
+    }
+
+    #[test]
+    fn emails_are_checked_and_lower_cased() {
+        assert_eq!(
+            check_email("Ann.Lee@Acme.Example").as_deref(),
+            Ok("ann.lee@acme.example")
+        );
+        for (raw, reason) in [
+            ("a@@b.test", "email-syntax"),
+            ("a@b", "email-syntax"),
+            ("a@b..test", "email-syntax"),
+            (".a@b.test", "email-syntax"),
+            ("a@b.t3st", "email-syntax"),
+            ("a@-b.test", "email-syntax"),
+            ("noreply@b.test", "no-reply"),
+        ] {
+            assert_eq!(check_email(raw).unwrap_err().0, reason, "{raw}");
+        }
+    }
+
+    fn item(value: &str, strategy: Strategy) -> Item {
+        Item {
+            value: value.into(),
+            strategies: BTreeSet::from([strategy]),
+        }
+    }
+
+    #[test]
+    fn people_merge_across_pages_and_claim_their_channels() {
+        let team = PageFindings {
+            people: vec![
+                PagePerson {
+                    name: "Ann Lee".into(),
+                    role: Some("Chair".into()),
+                    emails: vec![item("ann@a.test", Strategy::MailtoLink)],
+                    phones: vec![],
+                },
+                PagePerson {
+                    name: "Bo Ng".into(),
+                    role: None,
+                    emails: vec![],
+                    phones: vec![],
+                },
+            ],
+            ..PageFindings::default()
+        };
+        let contact = PageFindings {
+            people: vec![PagePerson {
+                name: "Ann  lee".into(),
+                role: None,
+                emails: vec![],
+                phones: vec![item("+442079460000", Strategy::LabelledPhone)],
+            }],
+            emails: vec![
+                item("ann@a.test", Strategy::TextEmail),
+                item("info@a.test", Strategy::TextEmail),
+            ],
+            ..PageFindings::default()
+        };
+        let pages = BTreeMap::from([("contact".to_owned(), contact), ("team".to_owned(), team)]);
+        let merged = merge(&pages);
+        assert_eq!(merged.people.len(), 1);
+        let ann = &merged.people[0];
+        assert_eq!(
+            (ann.role.as_deref(), &ann.emails[..], &ann.phones[..]),
+            (
+                Some("Chair"),
+                &["ann@a.test".to_owned()][..],
+                &["+442079460000".to_owned()][..]
+            )
+        );
+        assert_eq!(ann.pages, ["contact", "team"]);
+        // Seen on two pages, the first time by a mailto: link.
+        assert_eq!(ann.confidence, 1.0);
+        assert_eq!(
+            merged.emails.len(),
+            1,
+            "ann@ is Ann's, info@ the organisation's"
+        );
+        assert_eq!(merged.rejected[0].reason, "no-channel");
+    }
+}
