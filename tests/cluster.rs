@@ -20,6 +20,8 @@ use agentry::{
 
 /// Set in a child: the state directory it runs over.
 const CHILD: &str = "AGENTRY_CLUSTER_CHILD";
+/// Set in a child: how many tasks the cluster accepts in all.
+const CHILD_TASKS: &str = "AGENTRY_CLUSTER_TASKS";
 /// Starts every line a child reports.
 const MARK: &str = "@cluster ";
 /// A child stops by itself after this long, should its parent be gone.
@@ -193,6 +195,47 @@ fn results_of_finished_tasks_survive_a_clean_restart() {
 }
 
 #[test]
+fn results_beyond_the_retention_are_forgotten_on_disk_at_takeover() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_retention = |name: &str, results: usize| {
+        Orchestrator::builder()
+            .agents(Role::Researcher, 2, || counting)
+            .state_dir(dir.path())
+            .election(election(name))
+            .result_retention(results)
+            .build()
+            .unwrap()
+    };
+    let first = with_retention("first", 100);
+    wait_for("the instance to lead", || first.is_leader());
+    let ids = first.submit_batch(tasks(30)).unwrap();
+    for &id in &ids {
+        assert!(first.wait(id, PATIENCE).unwrap().is_success());
+    }
+    first.shutdown().unwrap();
+
+    let again = with_retention("again", 10);
+    wait_for("the reopened instance to lead", || again.is_leader());
+    let (oldest, newest) = ids.split_at(20);
+    assert!(oldest.iter().all(|&id| again.result(id).is_none()));
+    assert!(newest.iter().all(|&id| again.result(id).is_some()));
+    again.shutdown().unwrap();
+
+    let tasks =
+        SharedMemory::open_with(dir.path().join("tasks.snapshot"), Durability::OnPersist).unwrap();
+    let on_disk: Vec<u64> = tasks
+        .keys()
+        .iter()
+        .filter_map(|k| k.strip_prefix("r/"))
+        .map(|id| id.parse().unwrap())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let kept: Vec<u64> = newest.iter().map(|id| id.get()).collect();
+    assert_eq!(on_disk, kept, "only the retained results stay on disk");
+}
+
+#[test]
 fn a_clean_shutdown_hands_unstarted_tasks_to_the_next_leader() {
     let dir = tempfile::tempdir().unwrap();
     let slow = |task: &Task, ctx: &AgentContext| -> Result<Output, TaskError> {
@@ -228,20 +271,26 @@ fn a_clean_shutdown_hands_unstarted_tasks_to_the_next_leader() {
 // ---------------------------------------------------------------- processes
 
 /// Runs only as a child: one orchestrator instance of the cluster. While it
-/// leads it submits the remaining tasks in batches, reporting each accepted
-/// batch; once all are submitted and none is left unfinished, it reports
-/// `done` and shuts down.
+/// leads it submits the remaining tasks (up to its own total) in batches,
+/// reporting each accepted batch; once all are submitted and none is left
+/// unfinished, it reports `done` and shuts down. It reports each time it
+/// becomes leader, and each time it stops being leader.
 #[test]
 fn child_instance() {
     let Some(dir) = env::var_os(CHILD) else {
         return;
     };
+    let total = env::var(CHILD_TASKS).map_or(TASKS, |n| n.parse().unwrap());
     let pid = std::process::id();
     let orchestrator = instance(Path::new(&dir), &format!("pid-{pid}"));
     let started = Instant::now();
     let mut reported_leading = false;
     while started.elapsed() < CHILD_LIFETIME {
         if !orchestrator.is_leader() {
+            if reported_leading {
+                println!("{MARK}demoted {pid}");
+                reported_leading = false;
+            }
             thread::sleep(Duration::from_millis(5));
             continue;
         }
@@ -255,7 +304,7 @@ fn child_instance() {
             .ok()
             .flatten()
             .map_or(0, |v| v.value);
-        if submitted < TASKS {
+        if submitted < total {
             if let Ok(ids) = orchestrator.submit_batch(tasks(BATCH)) {
                 let (first, last) = (ids[0].get(), ids[ids.len() - 1].get());
                 println!("{MARK}accepted {first} {last}");
@@ -265,7 +314,7 @@ fn child_instance() {
             continue;
         }
         let totals = orchestrator.status().totals;
-        if totals.submitted == totals.finished() {
+        if totals.submitted == totals.finished() + totals.handed_over {
             println!("{MARK}done {pid}");
             orchestrator.shutdown().unwrap();
             return;
@@ -275,6 +324,11 @@ fn child_instance() {
 }
 
 fn spawn_child(dir: &Path, lines: mpsc::Sender<String>) -> Child {
+    spawn_child_submitting(dir, TASKS, lines)
+}
+
+/// A child that, while it leads, submits until `total` tasks are accepted.
+fn spawn_child_submitting(dir: &Path, total: u64, lines: mpsc::Sender<String>) -> Child {
     let mut child = Command::new(env::current_exe().unwrap())
         .args([
             "--exact",
@@ -283,6 +337,7 @@ fn spawn_child(dir: &Path, lines: mpsc::Sender<String>) -> Child {
             "--test-threads=1",
         ])
         .env(CHILD, dir)
+        .env(CHILD_TASKS, total.to_string())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -308,11 +363,6 @@ fn killing_the_leader_midway_loses_no_accepted_task() {
     let dir = tempfile::tempdir().unwrap();
     let (a_tx, a_lines) = mpsc::channel();
     let mut a = spawn_child(dir.path(), a_tx);
-    let next = |lines: &mpsc::Receiver<String>| {
-        lines
-            .recv_timeout(PATIENCE)
-            .expect("a child report in time")
-    };
     assert!(
         next(&a_lines).starts_with("leader"),
         "the first child leads"
@@ -322,12 +372,6 @@ fn killing_the_leader_midway_loses_no_accepted_task() {
 
     // Let the leader accept about half of the tasks, then kill -9 it.
     let mut accepted = BTreeSet::new();
-    let record = |accepted: &mut BTreeSet<u64>, line: &str| {
-        let mut words = line.split(' ').skip(1).map(|w| w.parse::<u64>().unwrap());
-        if let (Some(first), Some(last)) = (words.next(), words.next()) {
-            accepted.extend(first..=last);
-        }
-    };
     while (accepted.len() as u64) < TASKS / 2 {
         let line = next(&a_lines);
         assert!(line.starts_with("accepted"), "{line}");
@@ -363,21 +407,127 @@ fn killing_the_leader_midway_loses_no_accepted_task() {
         accepted.len()
     );
 
-    // Every accepted task has a recorded result and no task is left
-    // unfinished; each ran at least once and at most once per crash more.
-    let tasks =
-        SharedMemory::open_with(dir.path().join("tasks.snapshot"), Durability::OnPersist).unwrap();
+    assert_every_accepted_task_finished(dir.path(), &accepted, crashes);
+}
+
+/// The next line a child reports.
+fn next(lines: &mpsc::Receiver<String>) -> String {
+    lines
+        .recv_timeout(PATIENCE)
+        .expect("a child report in time")
+}
+
+/// Adds the ids of an `accepted <first> <last>` report.
+fn record(accepted: &mut BTreeSet<u64>, line: &str) {
+    let mut words = line.split(' ').skip(1).map(|w| w.parse::<u64>().unwrap());
+    if let (Some(first), Some(last)) = (words.next(), words.next()) {
+        accepted.extend(first..=last);
+    }
+}
+
+fn signal(name: &str, child: &Child) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name}");
+}
+
+#[test]
+fn a_frozen_leader_steps_down_then_leads_and_records_again() {
+    if cfg!(miri) {
+        return;
+    }
+    const FIRST_TERM: u64 = 150;
+    const SECOND_LEADER: u64 = 400;
+    const THIRD_TERM: u64 = 600;
+    let dir = tempfile::tempdir().unwrap();
+    let (a_tx, a_lines) = mpsc::channel();
+    let mut a = spawn_child_submitting(dir.path(), THIRD_TERM, a_tx);
+    assert!(
+        next(&a_lines).starts_with("leader"),
+        "the first child leads"
+    );
+    let (b_tx, b_lines) = mpsc::channel();
+    let mut b = spawn_child_submitting(dir.path(), SECOND_LEADER, b_tx);
+
+    let mut accepted = BTreeSet::new();
+    while (accepted.len() as u64) < FIRST_TERM {
+        let line = next(&a_lines);
+        assert!(line.starts_with("accepted"), "{line}");
+        record(&mut accepted, &line);
+    }
+    // Frozen: it keeps its lock, and its heartbeat goes stale.
+    signal("STOP", &a);
+    assert!(
+        next(&b_lines).starts_with("leader"),
+        "the standby takes over"
+    );
+    // Running again while the other leads: it finds itself deposed.
+    signal("CONT", &a);
+    loop {
+        let line = next(&a_lines);
+        if line.starts_with("demoted") {
+            break;
+        }
+        // Accepted just before the freeze, reported after it.
+        assert!(line.starts_with("accepted"), "{line}");
+        record(&mut accepted, &line);
+    }
+    loop {
+        let line = next(&b_lines);
+        if line.starts_with("done") {
+            break;
+        }
+        assert!(line.starts_with("accepted"), "{line}");
+        record(&mut accepted, &line);
+    }
+    assert!(b.wait().unwrap().success(), "the second leader shut down");
+
+    // The standby is gone: the deposed instance leads again, under a third
+    // epoch, and its results are recorded like any leader's.
+    assert!(next(&a_lines).starts_with("leader"), "leads again");
+    loop {
+        let line = next(&a_lines);
+        if line.starts_with("done") {
+            break;
+        }
+        assert!(line.starts_with("accepted"), "{line}");
+        record(&mut accepted, &line);
+    }
+    assert!(
+        a.wait().unwrap().success(),
+        "the re-elected leader shut down"
+    );
+    assert!(
+        accepted.len() as u64 >= THIRD_TERM,
+        "{} accepted",
+        accepted.len()
+    );
+    // The freeze ends like a crash for the tasks running at that moment.
+    assert_every_accepted_task_finished(dir.path(), &accepted, 1);
+}
+
+/// Every accepted task has a recorded result and no task is left
+/// unfinished; each ran at least once and at most once more per crash.
+fn assert_every_accepted_task_finished(dir: &Path, accepted: &BTreeSet<u64>, crashes: i64) {
+    let tasks = SharedMemory::open_with(dir.join("tasks.snapshot"), Durability::OnPersist).unwrap();
     let keys = tasks.keys();
     let unfinished: Vec<_> = keys.iter().filter(|k| k.starts_with("t/")).collect();
-    assert!(unfinished.is_empty(), "unfinished: {unfinished:?}");
+    assert!(
+        unfinished.is_empty(),
+        "{} unfinished, first {:?}",
+        unfinished.len(),
+        &unfinished[..unfinished.len().min(5)]
+    );
     let finished: BTreeSet<u64> = keys
         .iter()
         .filter_map(|k| k.strip_prefix("r/"))
         .map(|id| id.parse().unwrap())
         .collect();
     let memory =
-        SharedMemory::open_with(dir.path().join("memory.snapshot"), Durability::OnPersist).unwrap();
-    for &id in &accepted {
+        SharedMemory::open_with(dir.join("memory.snapshot"), Durability::OnPersist).unwrap();
+    for &id in accepted {
         assert!(finished.contains(&id), "{} has no result", TaskId::from(id));
         let ran = memory
             .get::<i64>(&format!("ran/{id}"))

@@ -161,6 +161,8 @@ pub(crate) struct Totals {
     /// Results of attempts that came back after their task had already
     /// ended (timed out): ignored, and counted here.
     pub(crate) late_results: u64,
+    /// Unstarted tasks dropped when this instance was deposed.
+    pub(crate) handed_over: u64,
 }
 
 /// The distributor's state, behind the orchestrator's mutex.
@@ -729,8 +731,17 @@ impl Distributor {
     /// Publishes the results recorded so far. Every operation that can
     /// finish a task calls it before the distributor's lock is released.
     pub(crate) fn publish(&mut self) {
+        self.publish_and_record(true);
+    }
+
+    /// [`publish`](Self::publish), sending the recorder the evicted ids and,
+    /// when `results_too`, the results (restored results are on disk
+    /// already, but their evictions are not).
+    pub(super) fn publish_and_record(&mut self, results_too: bool) {
         let recorded = match &self.recorder {
-            Some(_) if self.recording && !self.unpublished.is_empty() => self.unpublished.clone(),
+            Some(_) if results_too && self.recording && !self.unpublished.is_empty() => {
+                self.unpublished.clone()
+            }
             _ => Vec::new(),
         };
         let evicted = self.results.publish(&mut self.unpublished);

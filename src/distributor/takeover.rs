@@ -30,10 +30,9 @@ impl Distributor {
             .map_or(0, TaskId::get);
         self.next_id = self.next_id.max(highest + 1);
         self.unpublished = finished;
-        // Restored results are on disk already: publish without recording.
-        let recording = mem::replace(&mut self.recording, false);
-        self.publish();
-        self.recording = recording;
+        // Leading again (after a demotion too): record from now on.
+        self.recording = self.recorder.is_some();
+        self.publish_and_record(false);
         self.leading = true;
         for mut task in accepted {
             match self.lane_for(&task) {
@@ -93,6 +92,7 @@ impl Distributor {
         for id in &dropped {
             self.live.remove(id.get());
         }
+        self.totals.handed_over += dropped.len() as u64;
         // Running tasks are live still; ending them here would record a
         // result the new leader does not know. Their reports find them live
         // and are simply not recorded, as recording is off.

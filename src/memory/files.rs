@@ -6,6 +6,9 @@
 //! * `dir/name`: the snapshot;
 //! * `dir/name.tmp`: the next snapshot while it is written (renamed over
 //!   `dir/name` once complete);
+//! * `dir/name.spare`: the previous snapshot's file, kept (hard-linked
+//!   before the rename that replaces it) to be overwritten in place as the
+//!   next `name.tmp`;
 //! * `dir/name.journal.N`: journal generation `N` (Journal mode, or left over
 //!   from it), replayed in increasing `N`;
 //! * `dir/name.lock`: locked (`flock`) by a process for the instant it checks
@@ -57,6 +60,10 @@ impl Files {
 
     pub(crate) fn temp(&self) -> PathBuf {
         self.sibling(".tmp")
+    }
+
+    pub(crate) fn spare(&self) -> PathBuf {
+        self.sibling(".spare")
     }
 
     pub(crate) fn lock(&self) -> PathBuf {
@@ -123,6 +130,7 @@ mod tests {
     fn siblings_sit_beside_the_snapshot() {
         let files = Files::new(Path::new("state/mem.snap")).unwrap();
         assert_eq!(files.temp(), Path::new("state/mem.snap.tmp"));
+        assert_eq!(files.spare(), Path::new("state/mem.snap.spare"));
         assert_eq!(files.journal(3), Path::new("state/mem.snap.journal.3"));
         assert_eq!(files.lock(), Path::new("state/mem.snap.lock"));
         let bare = Files::new(Path::new("mem.snap")).unwrap();

@@ -29,6 +29,23 @@
 //! either the complete old file or the complete new one under `name`. A stray
 //! `name.tmp` is simply overwritten by the next snapshot.
 //!
+//! # Recycling the previous file
+//!
+//! Writing a fresh 8 MB file costs more than the disk write: every page of
+//! the new file is a zero-filled page fault and a block allocation, and the
+//! rename frees the old file's blocks (a discard on SSD-backed file
+//! systems). So just before the rename the current snapshot is hard-linked
+//! as `name.spare`, which keeps its file alive once replaced, and the next
+//! snapshot renames `name.spare` to `name.tmp` and overwrites it in place.
+//! This is safe because the spare is never the current snapshot: should a
+//! crash fall between the link and the rename, both names are the same file,
+//! which the next snapshot detects (same inode) and then starts a fresh
+//! file. The cost is disk space: two snapshots' worth. A process that maps
+//! an old snapshot while the store writes two more may read the overwritten
+//! file; its checksum makes that an [`Error::CorruptSnapshot`], never wrong
+//! data (a follower keeps no store open, see the orchestrator's state
+//! directory).
+//!
 //! # Fencing
 //!
 //! Right before the rename, the writer reads the header of the snapshot it
@@ -42,6 +59,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::path::Path;
 
 use memmap2::{Mmap, MmapMut};
 use rayon::prelude::*;
@@ -164,18 +182,14 @@ pub(crate) struct Loaded {
 /// [`Error::Io`] if any step fails; the previous snapshot is then intact.
 pub(crate) fn write(files: &Files, global: Version, epoch: u64, payload: &Payload) -> Result<()> {
     let temp = files.temp();
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&temp)?;
+    let file = open_temp(files, &temp)?;
     let total = HEADER_LEN + payload.len();
     file.set_len(total as u64)?;
-    // SAFETY: `temp` was just created (or truncated) by this process and its
-    // name belongs to this store; snapshots of one store are serialised by the
-    // store's persist lock, so no one else maps, writes or truncates the file
-    // while this map lives, and `set_len` above made it exactly `total` bytes.
+    // SAFETY: `temp` is a file of this store's own (fresh, or the spare this
+    // process renamed to `temp`, which no other name of the store refers to);
+    // snapshots of one store are serialised by the store's persist lock, so
+    // no one else maps, writes or truncates it while this map lives, and
+    // `set_len` above made it exactly `total` bytes.
     let mut map = unsafe { MmapMut::map_mut(&file)? };
     let (header, mut rest) = map.split_at_mut(HEADER_LEN);
     header.copy_from_slice(&encode_header(global, epoch, payload));
@@ -212,9 +226,67 @@ pub(crate) fn write(files: &Files, global: Version, epoch: u64, payload: &Payloa
             });
         }
     }
+    keep_as_spare(files);
     std::fs::rename(&temp, files.snapshot())?;
     drop(lock);
     files.sync_dir()
+}
+
+/// Opens `temp` for the next snapshot: the spare file when there is one
+/// that is not the current snapshot, else a fresh file. The file is opened
+/// before it is renamed, and a fresh one is created after removing the old
+/// name, so the handle is never a file another process is writing.
+fn open_temp(files: &Files, temp: &Path) -> Result<File> {
+    let spare = files.spare();
+    if let Ok(file) = OpenOptions::new().read(true).write(true).open(&spare) {
+        if !is_current_snapshot(&file, files.snapshot()) && std::fs::rename(&spare, temp).is_ok() {
+            return Ok(file);
+        }
+    }
+    // Absent, or a second name of the current snapshot (left by a crash
+    // between link and rename): truncating that would destroy the snapshot.
+    let _ = std::fs::remove_file(&spare);
+    let _ = std::fs::remove_file(temp);
+    Ok(OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(temp)?)
+}
+
+/// Whether `file` is the snapshot at `snapshot` (true when that cannot be
+/// told, so that it is never overwritten).
+fn is_current_snapshot(file: &File, snapshot: &Path) -> bool {
+    let (Ok(file), current) = (file.metadata(), std::fs::metadata(snapshot)) else {
+        return true;
+    };
+    let Ok(current) = current else {
+        return false;
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        (file.dev(), file.ino()) == (current.dev(), current.ino())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, current);
+        true
+    }
+}
+
+/// Links the current snapshot as the spare, so the rename that replaces it
+/// leaves its file for the next snapshot to overwrite. Best effort: without
+/// a spare the next snapshot starts a fresh file.
+fn keep_as_spare(files: &Files) {
+    let spare = files.spare();
+    let _ = std::fs::remove_file(&spare);
+    if let Err(error) = std::fs::hard_link(files.snapshot(), &spare) {
+        if error.kind() != io::ErrorKind::NotFound {
+            tracing::debug!(%error, "cannot keep the snapshot file for reuse");
+        }
+    }
 }
 
 /// The fencing epoch in the header of the snapshot on disk; `None` if there
@@ -516,6 +588,63 @@ mod tests {
         assert_eq!(entry.version, Version::new(4));
         assert_eq!(entry.bytes, [4u8; 4]);
         assert!(!files.temp().exists());
+    }
+
+    #[cfg(unix)]
+    fn inode(path: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).unwrap().ino()
+    }
+
+    fn global_on_disk(files: &Files) -> Version {
+        load(files, &Shards::new()).unwrap().unwrap().global
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_previous_file_is_overwritten_in_place_by_the_next_snapshot() {
+        let (_dir, files, shards) = sample();
+        let payload = Payload::capture(&shards, Vec::new());
+        write(&files, Version::new(10), 0, &payload).unwrap();
+        let first = inode(files.snapshot());
+        write(&files, Version::new(11), 0, &payload).unwrap();
+        assert_eq!(inode(&files.spare()), first, "kept as the spare");
+        let second = inode(files.snapshot());
+        assert_ne!(second, first);
+        write(&files, Version::new(12), 0, &payload).unwrap();
+        assert_eq!(inode(files.snapshot()), first, "the spare was reused");
+        assert_eq!(inode(&files.spare()), second);
+        assert_eq!(global_on_disk(&files), Version::new(12));
+        assert!(!files.temp().exists());
+    }
+
+    #[test]
+    fn a_spare_that_is_the_current_snapshot_is_not_overwritten() {
+        // A crash between linking the spare and the rename leaves both
+        // names on one file: the next snapshot must start a fresh one.
+        let (_dir, files, shards) = sample();
+        let payload = Payload::capture(&shards, Vec::new());
+        write(&files, Version::new(10), 0, &payload).unwrap();
+        std::fs::hard_link(files.snapshot(), files.spare()).unwrap();
+        let before = std::fs::read(files.snapshot()).unwrap();
+        let bigger = Shards::new();
+        bigger.for_key("big").write().insert(
+            "big".into(),
+            Entry {
+                version: Version::new(11),
+                bytes: vec![7; 100_000],
+            },
+        );
+        write(
+            &files,
+            Version::new(11),
+            0,
+            &Payload::capture(&bigger, Vec::new()),
+        )
+        .unwrap();
+        // Written to a fresh file: the linked one still holds the old bytes.
+        assert_eq!(global_on_disk(&files), Version::new(11));
+        assert_eq!(std::fs::read(files.spare()).unwrap(), before);
     }
 
     #[test]

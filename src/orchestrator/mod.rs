@@ -466,6 +466,7 @@ impl Orchestrator {
             timed_out: t.timed_out,
             retried: t.retried,
             late_results: t.late_results,
+            handed_over: t.handed_over,
         };
         let pools = distributor
             .pool_figures()

@@ -95,6 +95,7 @@ impl QueueDepths {
 
 /// Task counts since the orchestrator started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct TaskTotals {
     /// Tasks accepted.
     pub submitted: u64,
@@ -111,6 +112,9 @@ pub struct TaskTotals {
     /// Results that came back after their task had ended (timed out), and
     /// were ignored.
     pub late_results: u64,
+    /// Tasks accepted here and left unstarted to a new leader when this
+    /// instance was deposed: they finish there, not here.
+    pub handed_over: u64,
 }
 
 impl TaskTotals {
