@@ -205,7 +205,7 @@ pub fn planner(crew: &Crew, task: &Task, ctx: &AgentContext) -> Reply {
         let job = PageJob {
             org: site.org.clone(),
             page: page.clone(),
-            url: format!("{}/{}{}", crew.base_url, site.prefix, page),
+            url: format!("{}/{}{}", crew.base_url, site.prefix, page).replace(' ', "%20"),
         };
         let research = Step::task("research", "fetch-page")
             .with_role(Role::Researcher)

@@ -134,7 +134,7 @@ fn run(options: &Options, sites: &[Site]) -> Result<Report, Box<dyn std::error::
         log,
     ));
     let n = options.agents;
-    type Role4 = fn(&Crew, &Task, &AgentContext) -> Result<agentry::Output, agentry::TaskError>;
+    type Work = fn(&Crew, &Task, &AgentContext) -> Result<agentry::Output, agentry::TaskError>;
     let mut builder = Orchestrator::builder()
         .memory(memory.clone())
         .min_agents(n)
@@ -145,7 +145,7 @@ fn run(options: &Options, sites: &[Site]) -> Result<Report, Box<dyn std::error::
                 .check_interval(Duration::from_millis(20))
                 .max_restarts(100_000, Duration::from_secs(10)),
         );
-    let roles: [(Role, Role4); 4] = [
+    let roles: [(Role, Work); 4] = [
         (Role::Planner, agents::planner),
         (Role::Researcher, agents::researcher),
         (Role::Extractor, agents::extractor),
@@ -264,6 +264,7 @@ fn run(options: &Options, sites: &[Site]) -> Result<Report, Box<dyn std::error::
     }
     let stats = &crew.stats;
     totals.pages_fetched = stats.pages_fetched.load(Ordering::Relaxed);
+    totals.bytes_fetched = stats.bytes.load(Ordering::Relaxed);
     totals.pages_reused = stats.pages_reused.load(Ordering::Relaxed);
     totals.pages_extracted = stats.pages_extracted.load(Ordering::Relaxed);
     totals.pages_parallel = stats.pages_parallel.load(Ordering::Relaxed);

@@ -34,6 +34,7 @@ pub struct Totals {
     pub sites: usize,
     pub pages: usize,
     pub pages_fetched: u64,
+    pub bytes_fetched: u64,
     pub pages_reused: u64,
     pub pages_extracted: u64,
     pub pages_parallel: u64,

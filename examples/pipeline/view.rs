@@ -253,8 +253,9 @@ pub fn print_summary(report: &Report) {
         }
     }
     println!(
-        "\nThroughput: {} pages in {:.2}s ({:.0} pages/s, {:.0} tasks/s); pages read in parallel: {}; merge conflicts retried: {}.",
+        "\nThroughput: {} pages ({} KiB) in {:.2}s ({:.0} pages/s, {:.0} tasks/s); pages read in parallel: {}; merge conflicts retried: {}.",
         t.pages,
+        t.bytes_fetched / 1024,
         report.elapsed_ms as f64 / 1e3,
         report.pages_per_second,
         report.tasks_per_second,
@@ -273,7 +274,7 @@ pub fn print_summary(report: &Report) {
             .map(|s| format!("{} {}/{}", s.name, s.successes, s.uses))
             .collect();
         println!(
-            "Skills (pages where a strategy found something / uses): {}",
+            "Skills (successes/uses; a candidate the validators refused is a failed use): {}",
             skills.join(", ")
         );
     }
