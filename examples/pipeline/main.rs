@@ -119,6 +119,15 @@ fn attempts_for(chaos: f64, steps: usize) -> u32 {
 fn run(options: &Options, sites: &[Site]) -> Result<Report, Box<dyn std::error::Error>> {
     let started = Instant::now();
     std::fs::create_dir_all(&options.state_dir)?;
+    // One run at a time per state directory: its memory has one writer.
+    let mut lock = fslock::LockFile::open(&options.state_dir.join("pipeline.lock"))?;
+    if !lock.try_lock()? {
+        return Err(format!(
+            "another pipeline run is using the state directory {}",
+            options.state_dir.display()
+        )
+        .into());
+    }
     let memory_file = options.state_dir.join("memory.snapshot");
     let memory = SharedMemory::open_with(&memory_file, Durability::OnPersist)?;
     let skills = SkillLibrary::in_shared_memory(memory.clone(), "pipeline/skills");
