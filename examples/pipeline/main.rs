@@ -179,7 +179,7 @@ fn run(options: &Options, sites: &[Site]) -> Result<Report, Box<dyn std::error::
     let mut view = View::new(
         mode,
         format!(
-            "agentry pipeline: {} sites, {pages} pages served at {}, {n} agents per role",
+            "agentry pipeline: {} sites, {pages} pages at {}, {n} agents/role",
             sites.len(),
             server.url()
         ),

@@ -105,7 +105,7 @@ impl View {
             return;
         }
         let mut out = String::new();
-        out.push_str(&format!("\x1b[1m{}\x1b[0m\n", self.header));
+        out.push_str(&format!("\x1b[1m{}\x1b[0m\n", clip(&self.header)));
         out.push_str(&format!(
             "{:<10} {:<11} {:<5} {:>6} {:>8} {:>9}\n",
             "AGENT", "ROLE", "STATE", "TASKS", "SUCCESS", "AVG TIME"
@@ -132,14 +132,13 @@ impl View {
             .iter()
             .map(|p| format!("{} {}", p.role, p.queued))
             .collect();
+        out.push_str(&clip(&format!("queued: {}", pools.join(", "))));
         out.push_str(&format!(
-            "queued: {} | waiting on dependencies {} | running {}\n",
-            pools.join(", "),
-            status.waiting_on_dependencies,
-            status.running
+            "\nrunning {}, waiting on dependencies {}\n",
+            status.running, status.waiting_on_dependencies
         ));
         out.push_str(&format!(
-            "pages: {} fetched, {} reused, {} validated | merge conflicts retried {} | chaos panics {}\n",
+            "pages: {} fetched, {} reused, {} validated | conflicts {} | chaos panics {}\n",
             stats.pages_fetched.load(Ordering::Relaxed),
             stats.pages_reused.load(Ordering::Relaxed),
             stats.pages_validated.load(Ordering::Relaxed),
@@ -151,7 +150,7 @@ impl View {
         for i in 0..RECENT {
             out.push_str(&format!(
                 "\x1b[2m{}\x1b[0m\n",
-                self.recent.get(i).map_or("", String::as_str)
+                self.recent.get(i).map_or(String::new(), |l| clip(l))
             ));
         }
         let lines = out.lines().count();
@@ -180,6 +179,18 @@ impl Drop for View {
     fn drop(&mut self) {
         self.finish();
     }
+}
+
+/// A line cut to fit an 80-column terminal: a wrapped line would break the
+/// count of lines to redraw.
+fn clip(line: &str) -> String {
+    const WIDTH: usize = 79;
+    if line.chars().count() <= WIDTH {
+        return line.to_owned();
+    }
+    let mut clipped: String = line.chars().take(WIDTH - 1).collect();
+    clipped.push('…');
+    clipped
 }
 
 fn progress_bar(done: usize, total: usize, elapsed: Duration) -> String {
