@@ -209,6 +209,16 @@ pub use planning::{
     DEFAULT_MAX_DEPTH, DEFAULT_PLANNER_KIND, FanIn, Goal, LevelProgress, Plan, PlanHandle,
     Progress, Step, StepResult,
 };
+// The guide's and the README's snippets run as doctests, so they stay true to
+// the API.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/GUIDE.md")]
+struct GuideSnippets;
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeSnippets;
+
 pub use skills::{
     ActionCall, DEFAULT_RETIRE_AFTER, DEFAULT_SKILLS_KEY, Skill, SkillLibrary, SkillMatch,
     SkillOutcome, SkillRunError, SkillStats, SkillStep,
