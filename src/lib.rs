@@ -159,8 +159,11 @@
 //! accepted tasks are durable, and a new leader re-queues the unfinished
 //! ones. Not yet built: the browser tab pool of the integration layer.
 //!
-//! `docs/ARCHITECTURE.md` in the repository explains how a task and a
-//! message travel, and `docs/PERFORMANCE.md` what the benchmarks measure.
+//! In the repository, `docs/GUIDE.md` goes through every part with a
+//! runnable snippet, `docs/ARCHITECTURE.md` follows each flow of the seed
+//! through the code, file by file, and `docs/PERFORMANCE.md` says what the
+//! benchmarks measure (`cargo run --release --example targets` checks them
+//! against the targets).
 #![warn(
     missing_docs,
     missing_debug_implementations,
