@@ -19,7 +19,8 @@
 //! A report (p50, p99, max over the rounds) rather than criterion: every
 //! sample costs two process spawns and a kill.
 //!
-//! Run with `cargo bench --bench election`.
+//! Run with `cargo bench --bench election`. The figures also go to
+//! `target/agentry-bench/election.json` for the targets report.
 
 use std::env;
 use std::io::{BufRead, BufReader, Lines};
@@ -32,6 +33,9 @@ use agentry::{
     AgentContext, AutoscalePolicy, ElectionConfig, ElectionEvent, LeaderElection, Orchestrator,
     Output, Role, Task, TaskError,
 };
+
+#[path = "common/report.rs"]
+mod report;
 
 /// Set in a child: `role` and directory, separated by a newline.
 const CHILD: &str = "AGENTRY_ELECTION_BENCH_CHILD";
@@ -46,17 +50,31 @@ fn main() {
     // Criterion-style filters and `--bench` are passed by cargo; nothing to
     // select here.
     let base = env::var_os("CARGO_TARGET_TMPDIR").map_or_else(env::temp_dir, Into::into);
-    report("bare fslock handover", &base, "bare-holder", "bare-waiter");
-    report("agentry takeover (Elected)", &base, "leader", "follower");
-    report(
+    let (bare_p50, bare_p99) = rounds("bare fslock handover", &base, "bare-holder", "bare-waiter");
+    let (elected_p50, elected_p99) =
+        rounds("agentry takeover (Elected)", &base, "leader", "follower");
+    let (serving_p50, serving_p99) = rounds(
         "agentry orchestrator serving after takeover (1,000 tasks re-queued)",
         &base,
         "orchestrator-leader",
         "orchestrator-follower",
     );
+    let ns = |d: Duration| d.as_nanos() as f64;
+    report::write(
+        "election",
+        &[
+            ("bare_fslock_p50_ns", ns(bare_p50)),
+            ("bare_fslock_p99_ns", ns(bare_p99)),
+            ("elected_p50_ns", ns(elected_p50)),
+            ("elected_p99_ns", ns(elected_p99)),
+            ("serving_p50_ns", ns(serving_p50)),
+            ("serving_p99_ns", ns(serving_p99)),
+        ],
+    );
 }
 
-fn report(name: &str, base: &Path, holder: &str, waiter: &str) {
+/// Runs `ROUNDS` takeovers, prints their spread and returns p50 and p99.
+fn rounds(name: &str, base: &Path, holder: &str, waiter: &str) -> (Duration, Duration) {
     let mut samples: Vec<Duration> = (0..ROUNDS).map(|_| round(base, holder, waiter)).collect();
     samples.sort();
     let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
@@ -66,6 +84,7 @@ fn report(name: &str, base: &Path, holder: &str, waiter: &str) {
         at(0.99),
         samples[samples.len() - 1]
     );
+    (at(0.5), at(0.99))
 }
 
 fn round(base: &Path, holder: &str, waiter: &str) -> Duration {

@@ -8,7 +8,8 @@
 //! again with `AGENTRY_FOOTPRINT_PROBE` set), so memory one measurement frees
 //! and the allocator keeps cannot hide the next one's growth.
 //!
-//! Run: `cargo bench --bench footprint`
+//! Run: `cargo bench --bench footprint`. The figures also go to
+//! `target/agentry-bench/footprint.json` for the targets report.
 
 use std::collections::HashMap;
 use std::env;
@@ -18,6 +19,9 @@ use std::time::{Duration, Instant};
 
 use agentry::{AgentContext, Event, Orchestrator, Output, Role, Task, TaskError};
 use crossbeam_channel::{bounded, unbounded};
+
+#[path = "common/report.rs"]
+mod report;
 
 const PROBE_VAR: &str = "AGENTRY_FOOTPRINT_PROBE";
 const AGENTS: usize = 1_000;
@@ -263,6 +267,16 @@ fn main() {
     let tasks = child("tasks-agentry");
     let tasks_bare = child("tasks-bare");
     let num = |m: &HashMap<String, String>| -> f64 { m["per_unit"].parse().unwrap() };
+    report::write(
+        "footprint",
+        &[
+            ("idle_agent_bytes", num(&agents)),
+            ("bare_thread_bytes", num(&agents_bare)),
+            ("queued_task_bytes", num(&tasks)),
+            ("bare_queued_task_bytes", num(&tasks_bare)),
+            ("task_payload_bytes", KIND.len() as f64),
+        ],
+    );
 
     println!();
     println!(

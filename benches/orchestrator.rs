@@ -10,7 +10,9 @@
 //! measured, and of a second series taken with a pause before each submit, so
 //! that the agent (or bare thread) has parked instead of spinning.
 //!
-//! Run: `cargo bench --bench orchestrator`
+//! Run: `cargo bench --bench orchestrator`. The percentiles of the
+//! one-agent assignment latency also go to
+//! `target/agentry-bench/orchestrator.json` for the targets report.
 
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -18,6 +20,9 @@ use std::time::{Duration, Instant};
 use agentry::{AgentContext, Event, Orchestrator, Output, Role, Task, TaskError};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+
+#[path = "common/report.rs"]
+mod report;
 
 /// How long any single wait may take before the benchmark gives up.
 const WAIT: Duration = Duration::from_secs(30);
@@ -201,11 +206,12 @@ impl Samples {
     }
 }
 
-/// Prints p50 and p99 of `samples` under `label`.
-fn report(label: &str, samples: &mut [Duration]) {
+/// Prints p50 and p99 of `samples` under `label` and returns them (none
+/// without samples).
+fn report(label: &str, samples: &mut [Duration]) -> Option<(Duration, Duration)> {
     if samples.is_empty() {
         eprintln!("{label:<48} no samples");
-        return;
+        return None;
     }
     samples.sort_unstable();
     let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
@@ -217,6 +223,7 @@ fn report(label: &str, samples: &mut [Duration]) {
         samples[samples.len() - 1],
         samples.len()
     );
+    Some((at(0.50), at(0.99)))
 }
 
 /// An orchestrator of `agents` agents whose `execute` first sends the
@@ -333,8 +340,22 @@ fn assignment_latency(c: &mut Criterion) {
     });
     group.finish();
     eprintln!("\nassignment latency, back to back (warm-up excluded):");
-    report("bare_crossbeam (1 thread)", &mut bare_samples.kept);
-    report("agentry (1 agent)", &mut agentry_samples.kept);
+    let bare = report("bare_crossbeam (1 thread)", &mut bare_samples.kept);
+    let agentry = report("agentry (1 agent)", &mut agentry_samples.kept);
+    // Without samples (a filter skipped the group, or `cargo test --benches`)
+    // the figures of an earlier run stay.
+    if let (Some(bare), Some(agentry)) = (bare, agentry) {
+        let ns = |d: Duration| d.as_nanos() as f64;
+        report::write(
+            "orchestrator",
+            &[
+                ("assignment_bare_p50_ns", ns(bare.0)),
+                ("assignment_bare_p99_ns", ns(bare.1)),
+                ("assignment_agentry_p50_ns", ns(agentry.0)),
+                ("assignment_agentry_p99_ns", ns(agentry.1)),
+            ],
+        );
+    }
     parked_probe("bare_crossbeam (1 thread)", || waiters.assignment());
     parked_probe("agentry (1 agent)", || {
         agentry_assignment(&orchestrator, &started)

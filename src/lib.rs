@@ -159,8 +159,11 @@
 //! accepted tasks are durable, and a new leader re-queues the unfinished
 //! ones. Not yet built: the browser tab pool of the integration layer.
 //!
-//! `docs/ARCHITECTURE.md` in the repository explains how a task and a
-//! message travel, and `docs/PERFORMANCE.md` what the benchmarks measure.
+//! In the repository, `docs/GUIDE.md` goes through every part with a
+//! runnable snippet, `docs/ARCHITECTURE.md` follows each flow of the seed
+//! through the code, file by file, and `docs/PERFORMANCE.md` says what the
+//! benchmarks measure (`cargo run --release --example targets` checks them
+//! against the targets).
 #![warn(
     missing_docs,
     missing_debug_implementations,
@@ -209,6 +212,16 @@ pub use planning::{
     DEFAULT_MAX_DEPTH, DEFAULT_PLANNER_KIND, FanIn, Goal, LevelProgress, Plan, PlanHandle,
     Progress, Step, StepResult,
 };
+// The guide's and the README's snippets run as doctests, so they stay true to
+// the API.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/GUIDE.md")]
+struct GuideSnippets;
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeSnippets;
+
 pub use skills::{
     ActionCall, DEFAULT_RETIRE_AFTER, DEFAULT_SKILLS_KEY, Skill, SkillLibrary, SkillMatch,
     SkillOutcome, SkillRunError, SkillStats, SkillStep,

@@ -132,6 +132,73 @@ fn priorities_are_served_highest_first_and_fifo_within_a_level() {
     assert_eq!(started, expected);
 }
 
+/// One agent running 1 ms tasks while a producer submits five normal tasks
+/// a millisecond, after one low task: returns whether the low task finished
+/// before `within` ran out, and stops the producer either way.
+fn low_task_under_a_stream_of_normal_work(aging: Option<Duration>, within: Duration) -> bool {
+    let mut builder = Orchestrator::builder()
+        .agents(Role::Researcher, 1, || {
+            |_: &Task, _: &AgentContext| -> Outcome {
+                thread::sleep(Duration::from_millis(1));
+                Ok(Output::empty())
+            }
+        })
+        .autoscale(AutoscalePolicy::disabled());
+    if let Some(interval) = aging {
+        builder = builder.priority_aging(interval);
+    }
+    let orchestrator = builder.build().unwrap();
+    let normal = || Task::new("normal").with_role(Role::Researcher);
+    orchestrator
+        .submit_batch((0..50).map(|_| normal()))
+        .unwrap();
+    let low = orchestrator
+        .submit(
+            Task::new("low")
+                .with_role(Role::Researcher)
+                .with_priority(Priority::Low),
+        )
+        .unwrap();
+    let deadline = Instant::now() + within;
+    let finished = loop {
+        if orchestrator.result(low).is_some() {
+            break true;
+        }
+        if Instant::now() >= deadline {
+            break false;
+        }
+        orchestrator.submit_batch((0..5).map(|_| normal())).unwrap();
+        thread::sleep(Duration::from_millis(1));
+    };
+    orchestrator.shutdown().unwrap();
+    finished
+}
+
+#[test]
+fn with_priority_aging_a_low_task_is_not_starved_by_a_stream_of_normal_work() {
+    assert!(
+        low_task_under_a_stream_of_normal_work(Some(Duration::from_millis(20)), PATIENCE),
+        "the low task aged to critical and ran while normal work kept coming"
+    );
+}
+
+#[test]
+fn without_aging_a_stream_of_normal_work_keeps_a_low_task_waiting() {
+    assert!(
+        !low_task_under_a_stream_of_normal_work(None, Duration::from_millis(300)),
+        "strict priority: no low task runs while normal tasks are queued"
+    );
+}
+
+#[test]
+fn a_zero_aging_interval_is_invalid() {
+    let built = Orchestrator::builder()
+        .agents(Role::Researcher, 1, || ok)
+        .priority_aging(Duration::ZERO)
+        .build();
+    assert!(matches!(built, Err(Error::InvalidConfig(_))), "{built:?}");
+}
+
 #[test]
 fn tasks_are_routed_by_role_and_capability() {
     let orchestrator = Orchestrator::builder()

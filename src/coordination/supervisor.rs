@@ -140,6 +140,9 @@ pub(crate) struct Supervisor {
     restarts: Vec<VecDeque<Instant>>,
     deadlines: BinaryHeap<Reverse<Deadline>>,
     next_check: Instant,
+    /// With priority aging on: how often queued tasks are aged, and when
+    /// next.
+    aging: Option<(Duration, Instant)>,
 }
 
 impl Supervisor {
@@ -151,6 +154,11 @@ impl Supervisor {
         agents: Vec<(Arc<AgentShared>, JoinHandle<()>)>,
     ) -> Result<JoinHandle<()>> {
         let restarts = vec![VecDeque::new(); factories.len()];
+        let aging = shared
+            .distributor
+            .lock()
+            .aging_period()
+            .map(|period| (period, Instant::now() + period));
         let mut supervisor = Supervisor {
             shared,
             inbox,
@@ -161,6 +169,7 @@ impl Supervisor {
             restarts,
             deadlines: BinaryHeap::new(),
             next_check: Instant::now() + health.check_interval,
+            aging,
         };
         Ok(thread::Builder::new()
             .name("agentry-supervisor".into())
@@ -169,10 +178,12 @@ impl Supervisor {
 
     fn run(&mut self) {
         loop {
+            let next_aging = self.aging.map_or(self.next_check, |(_, at)| at);
             let wake_at = self
                 .deadlines
                 .peek()
-                .map_or(self.next_check, |Reverse(d)| d.at.min(self.next_check));
+                .map_or(self.next_check, |Reverse(d)| d.at.min(self.next_check))
+                .min(next_aging);
             match self.inbox.recv_deadline(wake_at) {
                 Ok(Request::Watch(deadline)) => self.deadlines.push(Reverse(deadline)),
                 Ok(Request::ScaleUp(spec)) => self.scale_up(spec),
@@ -184,6 +195,7 @@ impl Supervisor {
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     self.time_out_due();
+                    self.age_queued();
                     if Instant::now() >= self.next_check {
                         self.check_health();
                         self.next_check = Instant::now() + self.health.check_interval;
@@ -206,6 +218,24 @@ impl Supervisor {
             }
         }
         self.shared.apply(&mut fx);
+    }
+
+    /// Ages the queued tasks when it is time to.
+    fn age_queued(&mut self) {
+        let Some((period, at)) = self.aging else {
+            return;
+        };
+        let now = Instant::now();
+        if now < at {
+            return;
+        }
+        self.aging = Some((period, now + period));
+        let mut fx = Effects::default();
+        let moved = self.shared.distributor.lock().age(now, &mut fx);
+        self.shared.apply(&mut fx);
+        if moved > 0 {
+            tracing::debug!(moved, "queued tasks aged one priority level");
+        }
     }
 
     /// The periodic check: hung agents, hung threads that ended, and the

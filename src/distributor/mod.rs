@@ -27,6 +27,7 @@
 //! Nothing here blocks while holding the lock, and the lock order is always
 //! distributor, then an agent's batch.
 
+mod aging;
 mod idmap;
 mod pools;
 mod results;
@@ -45,6 +46,7 @@ use crate::coordination::AutoscalePolicy;
 use crate::error::{Error, Missing, Result};
 use crate::ids::{AgentId, AgentState, Priority, Role, TaskId};
 use crate::orchestrator::{Event, Recorded};
+use aging::Aging;
 use crossbeam_channel::Sender;
 use slab::IdSlab;
 
@@ -192,6 +194,7 @@ pub(crate) struct Distributor {
     recording: bool,
     pub(crate) totals: Totals,
     scaling: Scaling,
+    aging: Option<Aging>,
 }
 
 /// The auto-scaling policy with the pool bounds.
@@ -208,6 +211,7 @@ impl Distributor {
         results: Arc<Results>,
         scaling: Scaling,
         recorder: Option<Sender<Recorded>>,
+        aging: Option<Duration>,
     ) -> Distributor {
         Distributor {
             specs,
@@ -226,6 +230,7 @@ impl Distributor {
             recorder,
             scaling,
             totals: Totals::default(),
+            aging: aging.map(Aging::new),
         }
     }
 
@@ -425,6 +430,10 @@ impl Distributor {
         if let Some(agent) = self.take_idle(lane) {
             self.hand_over(agent, task, fx);
             return;
+        }
+        let mut task = task;
+        if let Some(aging) = &self.aging {
+            task.queued_at = aging.now();
         }
         self.lanes[lane].queues[priority.rank()].push_back(task);
         self.queued[priority.rank()] += 1;

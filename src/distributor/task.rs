@@ -44,6 +44,9 @@ pub struct Task {
     pub(crate) max_attempts: u32,
     /// The distributor's lane for the task's route, set at submit.
     pub(crate) lane: u32,
+    /// With priority aging on: when the task joined its current priority's
+    /// queue, in milliseconds of the distributor's clock.
+    pub(crate) queued_at: u32,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -67,6 +70,7 @@ impl Task {
             attempt: 0,
             max_attempts: 1,
             lane: 0,
+            queued_at: 0,
         }
     }
 
@@ -261,6 +265,7 @@ impl Task {
             attempt: record.attempt,
             max_attempts: record.max_attempts.max(1),
             lane: 0,
+            queued_at: 0,
         }
     }
 }

@@ -12,7 +12,14 @@ fn pool() -> Distributor {
             max: 1,
         },
         None,
+        None,
     )
+}
+
+fn aging_pool(interval: Duration) -> Distributor {
+    let mut d = pool();
+    d.aging = Some(Aging::new(interval));
+    d
 }
 
 fn submit(d: &mut Distributor, task: Task) -> TaskId {
@@ -105,4 +112,59 @@ fn a_task_record_keeps_everything_needed_to_run_it_again() {
     assert_eq!(back.input::<String>().unwrap(), "https://example.org");
     // The takeover counts as an attempt without using up a retry.
     assert_eq!((back.attempt(), back.max_attempts()), (1, 4));
+}
+
+#[test]
+fn aging_moves_a_task_up_one_level_per_interval_to_the_back_of_the_queue() {
+    let interval = Duration::from_secs(10);
+    let mut d = aging_pool(interval);
+    let start = d.aging.unwrap().started;
+    let low = submit(&mut d, Task::new("low").with_priority(Priority::Low));
+    let normal = submit(&mut d, Task::new("normal"));
+    let mut fx = Effects::default();
+    assert_eq!(d.age(start + interval / 2, &mut fx), 0, "too young");
+    assert_eq!(d.queued(), [0, 0, 1, 1]);
+    // Both waited a whole interval: each moves up one level, no further.
+    assert_eq!(d.age(start + interval, &mut fx), 2);
+    assert_eq!(d.queued(), [0, 1, 1, 0]);
+    let queue = |d: &Distributor, rank: usize| -> Vec<TaskId> {
+        d.lanes
+            .iter()
+            .flat_map(|l| l.queues[rank].iter().map(|t| t.id))
+            .collect()
+    };
+    assert_eq!(queue(&d, 1), [normal]);
+    assert_eq!(queue(&d, 2), [low]);
+    assert_eq!(
+        d.lanes
+            .iter()
+            .flat_map(|l| &l.queues[2])
+            .next()
+            .unwrap()
+            .priority,
+        Priority::Normal
+    );
+    // A normal task submitted now queues ahead of nothing: the aged low
+    // task is at the front of the normal queue, the new one behind it.
+    let fresh = submit(&mut d, Task::new("fresh"));
+    assert_eq!(queue(&d, 2), [low, fresh]);
+    // Two more intervals: the low task is critical, behind the task that
+    // was there first; first in, first out holds at every level.
+    assert_eq!(d.age(start + interval * 2, &mut fx), 3);
+    assert_eq!(queue(&d, 1), [low, fresh]);
+    assert_eq!(d.age(start + interval * 3, &mut fx), 2);
+    assert_eq!(queue(&d, 0), [normal, low, fresh]);
+    // Critical is the top: nothing moves from there.
+    assert_eq!(d.age(start + interval * 9, &mut fx), 0);
+    assert_eq!(d.queued(), [3, 0, 0, 0]);
+}
+
+#[test]
+fn without_aging_priorities_stay_strict() {
+    let mut d = pool();
+    submit(&mut d, Task::new("low").with_priority(Priority::Low));
+    let far = Instant::now() + Duration::from_secs(3600);
+    assert_eq!(d.age(far, &mut Effects::default()), 0);
+    assert_eq!(d.queued(), [0, 0, 0, 1]);
+    assert_eq!(d.aging_period(), None);
 }

@@ -45,6 +45,7 @@ pub struct OrchestratorBuilder {
     pub(crate) parallelism: usize,
     pub(crate) state_dir: Option<PathBuf>,
     pub(crate) election: Option<ElectionConfig>,
+    pub(crate) priority_aging: Option<Duration>,
 }
 
 impl Default for OrchestratorBuilder {
@@ -62,6 +63,7 @@ impl Default for OrchestratorBuilder {
             parallelism: 0,
             state_dir: None,
             election: None,
+            priority_aging: None,
         }
     }
 }
@@ -179,6 +181,33 @@ impl OrchestratorBuilder {
         self
     }
 
+    /// Turns on priority aging (default: off, so priorities are strict): a
+    /// task that has waited `interval` in its priority's queue moves to the
+    /// back of the next higher priority's queue (and its
+    /// [`Task::priority`](crate::Task::priority) says so), checked four times
+    /// per interval. A low task thus becomes critical after about three
+    /// intervals of waiting, and no stream of higher-priority work can
+    /// starve it forever. Tasks waiting for dependencies, or running, do not
+    /// age.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use agentry::{AgentContext, Orchestrator, Output, Role, Task, TaskError};
+    ///
+    /// let orchestrator = Orchestrator::builder()
+    ///     .agents(Role::Researcher, 2, || |_: &Task, _: &AgentContext| {
+    ///         Ok::<_, TaskError>(Output::empty())
+    ///     })
+    ///     .priority_aging(Duration::from_secs(5))
+    ///     .build()?;
+    /// # orchestrator.shutdown()?;
+    /// # Ok::<(), agentry::Error>(())
+    /// ```
+    pub fn priority_aging(mut self, interval: Duration) -> Self {
+        self.priority_aging = Some(interval);
+        self
+    }
+
     /// How many threads the data-parallel pool shared by all agents runs
     /// ([`AgentContext::parallel`](crate::AgentContext::parallel)); default
     /// 0, meaning one per core. The threads start when an agent first uses
@@ -193,7 +222,9 @@ impl OrchestratorBuilder {
     /// # Errors
     /// [`Error::InvalidConfig`] when no agent spec was added, a spec has 0
     /// agents, `min_agents > max_agents`, the
-    /// retention or mailbox capacity is 0, both [`memory`](Self::memory) and
+    /// retention or mailbox capacity is 0, the
+    /// [`priority_aging`](Self::priority_aging) interval is under 1 ms, both
+    /// [`memory`](Self::memory) and
     /// [`state_dir`](Self::state_dir) were given,
     /// [`election`](Self::election) was given without a state directory, or
     /// the election configuration is unsafe (see
@@ -217,6 +248,12 @@ impl OrchestratorBuilder {
                 "min_agents ({}) is greater than max_agents ({})",
                 self.min_agents, self.max_agents
             ));
+        }
+        if self
+            .priority_aging
+            .is_some_and(|i| i < Duration::from_millis(1))
+        {
+            return invalid("priority_aging interval must be at least 1 ms".into());
         }
         if self.result_retention == 0 {
             return invalid("result_retention must be at least 1".into());
@@ -260,6 +297,7 @@ impl fmt::Debug for OrchestratorBuilder {
             .field("parallelism", &self.parallelism)
             .field("state_dir", &self.state_dir)
             .field("election", &self.election)
+            .field("priority_aging", &self.priority_aging)
             .finish()
     }
 }

@@ -278,6 +278,7 @@ impl Orchestrator {
                 Arc::clone(&results),
                 scaling,
                 recorder_tx.clone(),
+                config.priority_aging,
             )),
             results,
             broker,
