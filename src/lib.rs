@@ -174,6 +174,7 @@
 
 mod agent;
 mod broker;
+mod clock;
 mod coordination;
 mod distributor;
 mod election;

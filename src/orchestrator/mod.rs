@@ -394,7 +394,7 @@ impl Orchestrator {
     /// [`Error::NotFound`] when `id` was never submitted or its result was
     /// evicted.
     pub fn wait(&self, id: TaskId, timeout: Duration) -> Result<TaskResult> {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::clock::deadline_after(timeout);
         if let Some(result) = self.shared.results.get(id) {
             return Ok(result);
         }
@@ -558,7 +558,7 @@ impl Orchestrator {
             self.stop_durable();
             return Ok(());
         };
-        let deadline = Instant::now() + self.shutdown_timeout;
+        let deadline = crate::clock::deadline_after(self.shutdown_timeout);
         let (reply_tx, reply) = crossbeam_channel::bounded(1);
         self.shared.request(Request::Shutdown {
             deadline,

@@ -63,7 +63,8 @@ pub struct PoolStatus {
     pub failed: bool,
 }
 
-/// Tasks waiting in the queues, per priority.
+/// Tasks waiting to start, per priority: queued, or handed to an agent
+/// (in a batch of quick tasks) and not yet begun.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct QueueDepths {
     /// Critical tasks waiting.
