@@ -120,8 +120,10 @@ impl Shared {
     }
 
     /// Carries out what the distributor decided under its lock: wakes the
-    /// agents handed work, emits events.
+    /// application threads whose results arrived and the agents handed
+    /// work, emits events.
     pub(crate) fn apply(&self, fx: &mut Effects) {
+        self.results.wake_due();
         for agent in fx.wake.drain(..) {
             // A refused wake-up is harmless: a full mailbox means the agent
             // is awake and looks at its batch after every message.
