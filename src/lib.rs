@@ -181,6 +181,7 @@ mod orchestrator;
 pub mod parallel;
 pub mod planning;
 pub mod skills;
+pub mod tabs;
 
 pub use agent::{Agent, AgentContext, AgentSpec};
 pub use broker::{
@@ -213,3 +214,6 @@ pub use skills::{
     ActionCall, DEFAULT_RETIRE_AFTER, DEFAULT_SKILLS_KEY, Skill, SkillLibrary, SkillMatch,
     SkillOutcome, SkillRunError, SkillStats, SkillStep,
 };
+#[cfg(feature = "chrome")]
+pub use tabs::ChromeBrowser;
+pub use tabs::{Browser, HttpBrowser, Tab, TabId, TabLease, TabPool, TabPoolBuilder, TabPoolStats};
