@@ -16,9 +16,11 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-use headless_chrome::protocol::cdp::{Page, Runtime};
+use headless_chrome::protocol::cdp::types::Event;
+use headless_chrome::protocol::cdp::{Inspector, Page, Runtime};
 
 use super::{Browser, Tab};
 use crate::error::{Error, Result};
@@ -78,10 +80,15 @@ const IDLE_BROWSER_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 /// root. The process ends when the browser is dropped (with the last
 /// [`TabPool`](super::TabPool) handle that holds it).
 ///
-/// Tabs navigate and wait for the page's load event (at most the
-/// navigation timeout: a page that never loads is stopped, and the
-/// navigation fails with [`Error::NavigationTimeout`]), return the rendered
-/// HTML, evaluate scripts and take PNG screenshots.
+/// Tabs navigate and wait until the page has loaded and its network is
+/// almost idle (Chromium's `networkAlmostIdle`: at most two connections for
+/// 500 ms), so content that scripts fetch after the load event is there
+/// too; this costs at least half a second per navigation. A page that does
+/// not get there within the navigation timeout is stopped, and the
+/// navigation fails with [`Error::NavigationTimeout`]. Tabs return the
+/// rendered HTML, evaluate scripts and take PNG screenshots. All tabs of
+/// one browser share its cookies (one browser profile); the HTTP backend
+/// keeps cookies per tab.
 ///
 /// ```no_run
 /// use agentry::tabs::{ChromeBrowser, TabPool};
@@ -210,10 +217,26 @@ impl Browser for ChromeBrowser {
         let tab = self.browser.new_tab().map_err(|e| Error::Browser {
             reason: format!("cannot open a tab: {e:#}"),
         })?;
-        Ok(Box::new(ChromeTab {
+        let crashed = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&crashed);
+        tab.add_event_listener(Arc::new(move |event: &Event| {
+            if matches!(event, Event::InspectorTargetCrashed(_)) {
+                flag.store(true, Ordering::SeqCst);
+            }
+        }))
+        .map_err(|e| Error::Browser {
+            reason: format!("cannot listen to a new tab: {e:#}"),
+        })?;
+        let tab = ChromeTab {
             tab,
             call_timeout: self.call_timeout,
-        }))
+            crashed,
+        };
+        // Crash reports come from the Inspector domain.
+        tab.call_or_broken("watching a new tab for crashes", |tab| {
+            tab.call_method(Inspector::Enable(None))
+        })?;
+        Ok(Box::new(tab))
     }
 }
 
@@ -229,18 +252,25 @@ impl fmt::Debug for ChromeBrowser {
 struct ChromeTab {
     tab: Arc<headless_chrome::Tab>,
     call_timeout: Duration,
+    /// Set when Chromium reports that the tab's renderer crashed: a crashed
+    /// tab answers nothing, so calls fail at once instead of at their
+    /// deadline.
+    crashed: Arc<AtomicBool>,
 }
 
 /// A DevTools call without an answer.
 enum Unanswered {
     /// None within its deadline.
     Late,
+    /// The tab's renderer crashed.
+    Crashed,
     /// Its helper thread could not start.
     NoThread(std::io::Error),
 }
 
 impl ChromeTab {
-    /// Runs `call` on a helper thread, waiting at most `deadline`.
+    /// Runs `call` on a helper thread, waiting at most `deadline`, or until
+    /// the tab crashes.
     fn call<T, E>(
         &self,
         deadline: Duration,
@@ -250,6 +280,11 @@ impl ChromeTab {
         T: Send + 'static,
         E: Send + 'static,
     {
+        const CRASH_CHECK: Duration = Duration::from_millis(50);
+        if self.crashed.load(Ordering::SeqCst) {
+            return Err(Unanswered::Crashed);
+        }
+        let deadline = Instant::now() + deadline;
         let (tx, rx) = crossbeam_channel::bounded(1);
         let tab = Arc::clone(&self.tab);
         std::thread::Builder::new()
@@ -258,7 +293,18 @@ impl ChromeTab {
                 let _ = tx.send(call(&tab));
             })
             .map_err(Unanswered::NoThread)?;
-        rx.recv_timeout(deadline).map_err(|_| Unanswered::Late)
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Unanswered::Late);
+            }
+            if let Ok(answer) = rx.recv_timeout(CRASH_CHECK.min(deadline - now)) {
+                return Ok(answer);
+            }
+            if self.crashed.load(Ordering::SeqCst) {
+                return Err(Unanswered::Crashed);
+            }
+        }
     }
 
     /// A call that breaks the tab when it fails or does not answer.
@@ -279,6 +325,7 @@ impl ChromeTab {
             Err(Unanswered::Late) => Err(Error::Browser {
                 reason: format!("{what}: no answer within {:?}", self.call_timeout),
             }),
+            Err(Unanswered::Crashed) => Err(crashed(what)),
             Err(Unanswered::NoThread(e)) => Err(Error::Browser {
                 reason: format!("{what}: cannot start a thread: {e}"),
             }),
@@ -331,6 +378,9 @@ impl Tab for ChromeTab {
         match answer {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) if e.is::<headless_chrome::util::Timeout>() => self.stop(url, timeout),
+            Ok(Err(_)) if self.crashed.load(Ordering::SeqCst) => {
+                Err(crashed(&format!("navigating to {url}")))
+            }
             Ok(Err(e)) if e.is::<headless_chrome::browser::tab::NavigationFailed>() => {
                 Err(Error::Navigation {
                     url: url.to_owned(),
@@ -341,6 +391,7 @@ impl Tab for ChromeTab {
                 reason: format!("navigating to {url} failed: {e:#}"),
             }),
             Err(Unanswered::Late) => self.stop(url, timeout),
+            Err(Unanswered::Crashed) => Err(crashed(&format!("navigating to {url}"))),
             Err(Unanswered::NoThread(e)) => Err(Error::Browser {
                 reason: format!("navigating to {url}: cannot start a thread: {e}"),
             }),
@@ -394,5 +445,11 @@ impl Drop for ChromeTab {
         let _ = std::thread::Builder::new()
             .name("agentry-chrome-close".into())
             .spawn(move || tab.close_target());
+    }
+}
+
+fn crashed(what: &str) -> Error {
+    Error::Browser {
+        reason: format!("{what}: the tab crashed"),
     }
 }
