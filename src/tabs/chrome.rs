@@ -88,7 +88,8 @@ const IDLE_BROWSER_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 /// navigation fails with [`Error::NavigationTimeout`]. Tabs return the
 /// rendered HTML, evaluate scripts and take PNG screenshots. All tabs of
 /// one browser share its cookies (one browser profile); the HTTP backend
-/// keeps cookies per tab.
+/// keeps cookies per tab. If Chromium itself exits, every tab fails with
+/// [`Error::Browser`] and no new tab opens: launch a new browser and pool.
 ///
 /// ```no_run
 /// use agentry::tabs::{ChromeBrowser, TabPool};
