@@ -135,6 +135,17 @@
 //! # Ok::<(), agentry::Error>(())
 //! ```
 //!
+//! # Browser tabs
+//!
+//! Agents that browse share a few tabs through a [`TabPool`]: a
+//! [`TabLease`] is one agent's exclusive hold on one tab, given back on
+//! drop; leases wait in FIFO order with a timeout, at most
+//! `per_site_limit` of them hold one host, and a tab that crashes is
+//! replaced. Tabs are HTTP sessions ([`HttpBrowser`]) or, with the cargo
+//! feature `chrome`, tabs of a headless Chromium. Give the pool to the
+//! orchestrator ([`OrchestratorBuilder::tab_pool`]) and agents reach it
+//! through [`AgentContext::tabs`]; [the `tabs` module](tabs) has an example.
+//!
 //! # The parts, and where they live
 //!
 //! The modules follow the seed architecture's diagram, one per part:
@@ -151,13 +162,14 @@
 //! | hierarchical planning | `planning` | [`Plan`], [`Step`], [`Goal`], [`FanIn`], [`PlanHandle`], [`StepResult`] |
 //! | parallel execution | `parallel` | [`run_batch`], [`BatchOutcome`], [`ParallelPool`] |
 //! | skill library | `skills` | [`SkillLibrary`], [`Skill`], [`SkillStep`], [`SkillOutcome`], [`SkillRunError`] |
+//! | multi-tab browser coordination | `tabs` | [`TabPool`], [`TabLease`], [`Browser`], [`Tab`], [`HttpBrowser`], `ChromeBrowser` (feature `chrome`) |
 //! | identity and routing | `ids` | [`AgentId`], [`TaskId`], [`Priority`], [`Role`], [`AgentState`] |
 //! | errors | `error` | [`Error`], [`Result`] |
 //!
 //! Several processes can run one orchestrator over a shared state directory
 //! ([`OrchestratorBuilder::state_dir`]): only the elected leader dispatches,
 //! accepted tasks are durable, and a new leader re-queues the unfinished
-//! ones. Not yet built: the browser tab pool of the integration layer.
+//! ones.
 //!
 //! In the repository, `docs/GUIDE.md` goes through every part with a
 //! runnable snippet, `docs/ARCHITECTURE.md` follows each flow of the seed
@@ -185,6 +197,7 @@ mod orchestrator;
 pub mod parallel;
 pub mod planning;
 pub mod skills;
+pub mod tabs;
 
 pub use agent::{Agent, AgentContext, AgentSpec};
 pub use broker::{
@@ -227,3 +240,6 @@ pub use skills::{
     ActionCall, DEFAULT_RETIRE_AFTER, DEFAULT_SKILLS_KEY, Skill, SkillLibrary, SkillMatch,
     SkillOutcome, SkillRunError, SkillStats, SkillStep,
 };
+#[cfg(feature = "chrome")]
+pub use tabs::ChromeBrowser;
+pub use tabs::{Browser, HttpBrowser, Tab, TabId, TabLease, TabPool, TabPoolBuilder, TabPoolStats};

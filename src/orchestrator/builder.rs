@@ -13,6 +13,7 @@ use crate::election::ElectionConfig;
 use crate::error::{Error, Result};
 use crate::ids::Role;
 use crate::memory::SharedMemory;
+use crate::tabs::TabPool;
 
 /// Makes a fresh agent of one spec: at start, and later for replacements.
 pub(crate) type Factory = Arc<dyn Fn() -> Box<dyn Agent> + Send + Sync>;
@@ -46,6 +47,7 @@ pub struct OrchestratorBuilder {
     pub(crate) state_dir: Option<PathBuf>,
     pub(crate) election: Option<ElectionConfig>,
     pub(crate) priority_aging: Option<Duration>,
+    pub(crate) tabs: Option<TabPool>,
 }
 
 impl Default for OrchestratorBuilder {
@@ -64,6 +66,7 @@ impl Default for OrchestratorBuilder {
             state_dir: None,
             election: None,
             priority_aging: None,
+            tabs: None,
         }
     }
 }
@@ -217,6 +220,15 @@ impl OrchestratorBuilder {
         self
     }
 
+    /// The browser tabs the agents share
+    /// ([`AgentContext::tabs`](crate::AgentContext::tabs)); its figures
+    /// appear in [`StatusReport::tabs`](crate::StatusReport::tabs). Default:
+    /// none.
+    pub fn tab_pool(mut self, pool: TabPool) -> Self {
+        self.tabs = Some(pool);
+        self
+    }
+
     /// Starts the orchestrator: spawns every agent thread.
     ///
     /// # Errors
@@ -298,6 +310,7 @@ impl fmt::Debug for OrchestratorBuilder {
             .field("state_dir", &self.state_dir)
             .field("election", &self.election)
             .field("priority_aging", &self.priority_aging)
+            .field("tabs", &self.tabs)
             .finish()
     }
 }

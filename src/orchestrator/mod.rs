@@ -32,6 +32,7 @@ use crate::error::{Error, Missing, Result};
 use crate::ids::{AgentId, AgentState, Role, TaskId};
 use crate::memory::SharedMemory;
 use crate::parallel::ParallelPool;
+use crate::tabs::TabPool;
 
 pub(crate) use builder::Factory;
 pub use builder::{
@@ -57,6 +58,8 @@ pub(crate) struct Shared {
     pub(crate) memory: SharedMemory,
     /// The one data-parallel pool of all agents.
     pub(crate) parallel: ParallelPool,
+    /// The browser tabs the agents share, if any.
+    pub(crate) tabs: Option<TabPool>,
     events: Sender<Event>,
     events_dropped: AtomicU64,
     supervisor: Sender<Request>,
@@ -287,6 +290,7 @@ impl Orchestrator {
             // Over a state directory, the memory is loaded on takeover.
             memory: config.memory.unwrap_or_else(SharedMemory::in_memory),
             parallel: ParallelPool::new(config.parallelism),
+            tabs: config.tabs.clone(),
             events: events_tx,
             events_dropped: AtomicU64::new(0),
             supervisor: supervisor_tx,
@@ -501,7 +505,14 @@ impl Orchestrator {
             totals,
             uptime,
             events_dropped: self.shared.events_dropped.load(Ordering::Relaxed),
+            tabs: self.shared.tabs.as_ref().map(TabPool::stats),
         }
+    }
+
+    /// The browser tabs the agents share, if the orchestrator was given a
+    /// pool ([`OrchestratorBuilder::tab_pool`]).
+    pub fn tabs(&self) -> Option<&TabPool> {
+        self.shared.tabs.as_ref()
     }
 
     /// The shared memory the agents use. With a

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::ids::{AgentId, AgentState, Role, TaskId};
+use crate::tabs::TabPoolStats;
 
 /// One agent's row in a [`StatusReport`].
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -167,6 +168,9 @@ pub struct StatusReport {
     pub throughput: f64,
     /// Events dropped because the application did not read them.
     pub events_dropped: u64,
+    /// The figures of the agents' tab pool, if the orchestrator has one
+    /// ([`OrchestratorBuilder::tab_pool`](crate::OrchestratorBuilder::tab_pool)).
+    pub tabs: Option<TabPoolStats>,
 }
 
 impl StatusReport {
@@ -228,6 +232,9 @@ impl fmt::Display for StatusReport {
             "queues: critical {} | high {} | normal {} | low {} | waiting on dependencies {} | running {}",
             q.critical, q.high, q.normal, q.low, self.waiting_on_dependencies, self.running
         )?;
+        if let Some(tabs) = &self.tabs {
+            writeln!(f, "{tabs}")?;
+        }
         let t = &self.totals;
         write!(
             f,
