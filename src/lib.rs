@@ -171,6 +171,8 @@
 
 mod agent;
 mod broker;
+#[cfg(feature = "redis")]
+mod cluster;
 mod coordination;
 mod distributor;
 mod election;
@@ -188,6 +190,8 @@ pub use broker::{
     DeadLetter, DeadLetterReason, Delivery, Mailbox, MailboxStats, Message, MessageBroker,
     MessageKind,
 };
+#[cfg(feature = "redis")]
+pub use cluster::{DEFAULT_REDIS_NAMESPACE, DEFAULT_REDIS_TIMEOUT, RedisConfig};
 pub use coordination::{
     AutoscalePolicy, DEFAULT_CHECK_INTERVAL, DEFAULT_HANG_TIMEOUT, HealthConfig,
 };
