@@ -43,6 +43,12 @@ impl RedisServer {
         );
     }
 
+    /// The server's process id, to signal it.
+    #[allow(dead_code)] // not every test binary signals its server
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The URL to give agentry.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
