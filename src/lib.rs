@@ -153,11 +153,15 @@
 //! | skill library | `skills` | [`SkillLibrary`], [`Skill`], [`SkillStep`], [`SkillOutcome`], [`SkillRunError`] |
 //! | identity and routing | `ids` | [`AgentId`], [`TaskId`], [`Priority`], [`Role`], [`AgentState`] |
 //! | errors | `error` | [`Error`], [`Result`] |
+//! | beyond one host (feature `redis`) | `cluster` | `RedisConfig`, `SharedMemory::redis`, `LeaderElection::redis` |
 //!
 //! Several processes can run one orchestrator over a shared state directory
 //! ([`OrchestratorBuilder::state_dir`]): only the elected leader dispatches,
 //! accepted tasks are durable, and a new leader re-queues the unfinished
-//! ones. Not yet built: the browser tab pool of the integration layer.
+//! ones. With the cargo feature `redis`, the shared memory and the
+//! election run on a Redis server instead, for processes on several hosts
+//! (`docs/SCALING.md`). Not yet built: the browser tab pool of the
+//! integration layer, and the orchestrator's task queue on Redis.
 //!
 //! `docs/ARCHITECTURE.md` in the repository explains how a task and a
 //! message travel, and `docs/PERFORMANCE.md` what the benchmarks measure.
