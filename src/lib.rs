@@ -153,15 +153,16 @@
 //! | skill library | `skills` | [`SkillLibrary`], [`Skill`], [`SkillStep`], [`SkillOutcome`], [`SkillRunError`] |
 //! | identity and routing | `ids` | [`AgentId`], [`TaskId`], [`Priority`], [`Role`], [`AgentState`] |
 //! | errors | `error` | [`Error`], [`Result`] |
-//! | beyond one host (feature `redis`) | `cluster` | `RedisConfig`, `SharedMemory::redis`, `LeaderElection::redis` |
+//! | beyond one host (feature `redis`) | `cluster` | `RedisConfig`, `SharedMemory::redis`, `LeaderElection::redis`, `OrchestratorBuilder::redis`, `NodeStatus` |
 //!
 //! Several processes can run one orchestrator over a shared state directory
 //! ([`OrchestratorBuilder::state_dir`]): only the elected leader dispatches,
 //! accepted tasks are durable, and a new leader re-queues the unfinished
 //! ones. With the cargo feature `redis`, the shared memory and the
-//! election run on a Redis server instead, for processes on several hosts
-//! (`docs/SCALING.md`). Not yet built: the browser tab pool of the
-//! integration layer, and the orchestrator's task queue on Redis.
+//! election run on a Redis server instead, and orchestrators on several
+//! hosts become nodes of one cluster sharing a task queue in Redis
+//! (`OrchestratorBuilder::redis`; `docs/SCALING.md`). Not yet built: the
+//! browser tab pool of the integration layer.
 //!
 //! `docs/ARCHITECTURE.md` in the repository explains how a task and a
 //! message travel, and `docs/PERFORMANCE.md` what the benchmarks measure.
@@ -212,6 +213,8 @@ pub use orchestrator::{
     DEFAULT_SHUTDOWN_TIMEOUT, Event, ORCHESTRATOR_ID, Orchestrator, OrchestratorBuilder,
     PoolStatus, QueueDepths, StatusReport, TaskTotals,
 };
+#[cfg(feature = "redis")]
+pub use orchestrator::{DEFAULT_VISIBILITY_TIMEOUT, NodeStatus};
 pub use parallel::{BatchOutcome, ParallelPool, run_batch};
 pub use planning::{
     DEFAULT_MAX_DEPTH, DEFAULT_PLANNER_KIND, FanIn, Goal, LevelProgress, Plan, PlanHandle,
