@@ -4,7 +4,15 @@
 //! Lua script each) beside `HSET`, `increment` (lock script + write script)
 //! beside `INCR`; on 1 and 4 threads. The server is the bench's own
 //! `redis-server` on loopback (AOF with `appendfsync always`, as the tests
-//! run it), so figures are round-trip bound.
+//! run it), so figures are round-trip bound (writes: fsync bound).
+//!
+//! `redis-cluster-noop`: no-op tasks through a cluster of 2 nodes x 4
+//! agents on that server (submitted in batches of 1,000 on one node, each
+//! result waited for on the other), in tasks per second. After it, the same
+//! run prints `redis-benchmark` figures for the commands one task needs
+//! (`XADD` batched, `XREADGROUP` per claim of several, then per task
+//! `HEXISTS`, one `EVALSHA` storing the result, one `HGET` by the waiter),
+//! with 8 clients like the 8 agents, so the two can be compared.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -14,8 +22,10 @@ use std::sync::Barrier;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use agentry::SharedMemory;
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use agentry::{
+    AgentContext, AutoscalePolicy, Orchestrator, Output, Role, SharedMemory, Task, TaskError,
+};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 const KEYS: usize = 1_000;
 
@@ -160,9 +170,77 @@ fn memory_ops(c: &mut Criterion) {
     drop(server);
 }
 
+fn node(url: &str, name: &str) -> Orchestrator {
+    Orchestrator::builder()
+        .agents(Role::Researcher, 4, || {
+            |_: &Task, _: &AgentContext| -> Result<Output, TaskError> { Ok(Output::empty()) }
+        })
+        .autoscale(AutoscalePolicy::disabled())
+        .redis(url)
+        .node(name)
+        .build()
+        .unwrap()
+}
+
+fn cluster_noop(c: &mut Criterion) {
+    let server = common::RedisServer::start();
+    let url = server.url();
+    let submitter = node(&url, "a");
+    let waiter = node(&url, "b");
+    const BATCH: u64 = 1_000;
+    let mut group = c.benchmark_group("redis-cluster-noop");
+    group.throughput(Throughput::Elements(BATCH));
+    group.sample_size(10);
+    group.bench_function("2-nodes-x-4-agents", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                let tasks = (0..BATCH).map(|_| Task::new("noop").with_role(Role::Researcher));
+                let ids = submitter.submit_batch(tasks).unwrap();
+                for id in ids {
+                    waiter.wait(id, Duration::from_secs(60)).unwrap();
+                }
+            }
+            start.elapsed()
+        })
+    });
+    group.finish();
+    drop((submitter, waiter));
+
+    // The server's own figures for the commands a task needs, same run.
+    let port = url.trim_end_matches('/').rsplit(':').next().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("redis-benchmark")
+            .args(["-p", port, "-q", "-n", "20000", "-c", "8"])
+            .args(args)
+            .output()
+            .expect("redis-benchmark is installed with redis-server");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        // `-q` redraws its progress with carriage returns; keep the result.
+        for line in text.lines().flat_map(|l| l.rsplit('\r').next()) {
+            if !line.trim().is_empty() {
+                println!("redis-benchmark {}", line.trim());
+            }
+        }
+    };
+    run(&["-t", "hset,incr"]);
+    run(&["XADD", "s", "*", "task", "x"]);
+    run(&["HEXISTS", "h", "f"]);
+    run(&["HGET", "h", "f"]);
+    run(&[
+        "EVAL",
+        "redis.call('HSET', KEYS[1], ARGV[1], ARGV[1]) redis.call('ZADD', KEYS[2], ARGV[1], ARGV[1]) return 0",
+        "2",
+        "h",
+        "z",
+        "1",
+    ]);
+    drop(server);
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3));
-    targets = memory_ops
+    targets = memory_ops, cluster_noop
 }
 criterion_main!(benches);

@@ -212,8 +212,9 @@ impl OrchestratorBuilder {
 
     /// How long a task held by a [Redis cluster](Self::redis) node may go
     /// without that node answering before another node takes it over
-    /// (default 30 s). A live node refreshes what it holds every third of
-    /// this, however long its tasks run.
+    /// (default 30 s; nodes look for such tasks every third of it). A live
+    /// node refreshes what it holds every third of this, however long its
+    /// tasks run.
     #[cfg(feature = "redis")]
     pub fn visibility_timeout(mut self, timeout: Duration) -> Self {
         self.visibility_timeout = timeout;

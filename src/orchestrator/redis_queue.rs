@@ -37,7 +37,9 @@
 //! * **Finish.** Results published by the local distributor go to a
 //!   recorder thread, which stores each result, acknowledges and deletes its
 //!   entry, and evicts the oldest results past the builder's retention, in
-//!   one script per result.
+//!   one script per result; the scripts of everything that finished
+//!   meanwhile go in one pipeline (one round trip, and one fsync on a server
+//!   with `appendfsync always`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -45,7 +47,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ::redis::Script;
 use ::redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use crossbeam_channel::Receiver;
 use parking_lot::Mutex;
@@ -98,7 +99,6 @@ pub(crate) struct RedisQueue {
     results: String,
     order: String,
     nodes: String,
-    finish: Script,
     /// Tasks this node claimed and has not finished.
     in_hand: Mutex<HashMap<TaskId, Entry>>,
 }
@@ -127,7 +127,6 @@ impl RedisQueue {
             node,
             visibility,
             retention,
-            finish: Script::new(FINISH),
             in_hand: Mutex::new(HashMap::new()),
         };
         for stream in &queue.streams {
@@ -203,88 +202,87 @@ impl RedisQueue {
         Ok(ids)
     }
 
-    /// Claims up to `max` tasks: reclaimed ones first, then new ones, each
-    /// priority before the next. Tasks whose result is already stored are
-    /// acknowledged, not returned.
+    /// Claims up to `max` tasks, each priority before the next: with
+    /// `reclaim`, first those idle past the visibility timeout (held by a
+    /// node that stopped answering), then new ones; if none, waits a little
+    /// for new ones on every stream. Reclaimed tasks whose result is already
+    /// stored are acknowledged, not returned.
     ///
     /// # Errors
     ///
     /// [`Error::Backend`] if Redis cannot be reached.
-    fn claim(&self, max: usize, block: bool) -> Result<Vec<Task>> {
+    fn claim(&self, max: usize, reclaim: bool) -> Result<Vec<Task>> {
         let mut claimed = Vec::new();
         for rank in 0..RANKS {
-            if claimed.len() >= max {
-                break;
-            }
-            let stale: StreamAutoClaimReply =
-                self.pool
-                    .run(Retry::Never, &|| "reclaim stale tasks".to_owned(), |c| {
-                        ::redis::cmd("XAUTOCLAIM")
-                            .arg(&self.streams[rank])
-                            .arg(GROUP)
-                            .arg(&self.node)
-                            .arg(millis(self.visibility))
-                            .arg("0-0")
-                            .arg("COUNT")
-                            .arg(max - claimed.len())
-                            .query(c)
-                    })?;
-            for entry in stale.claimed {
-                self.admit(rank, entry, true, &mut claimed)?;
-            }
-            if claimed.len() >= max {
-                break;
-            }
-            let fresh: Option<StreamReadReply> =
-                self.pool
-                    .run(Retry::Never, &|| "read new tasks".to_owned(), |c| {
-                        ::redis::cmd("XREADGROUP")
-                            .arg("GROUP")
-                            .arg(GROUP)
-                            .arg(&self.node)
-                            .arg("COUNT")
-                            .arg(max - claimed.len())
-                            .arg("STREAMS")
-                            .arg(&self.streams[rank])
-                            .arg(">")
-                            .query(c)
-                    })?;
-            for key in fresh.map(|r| r.keys).unwrap_or_default() {
-                for entry in key.ids {
-                    self.admit(rank, entry, false, &mut claimed)?;
+            if reclaim && claimed.len() < max {
+                let stale: StreamAutoClaimReply =
+                    self.pool
+                        .run(Retry::Never, &|| "reclaim stale tasks".to_owned(), |c| {
+                            ::redis::cmd("XAUTOCLAIM")
+                                .arg(&self.streams[rank])
+                                .arg(GROUP)
+                                .arg(&self.node)
+                                .arg(millis(self.visibility))
+                                .arg("0-0")
+                                .arg("COUNT")
+                                .arg(max - claimed.len())
+                                .query(c)
+                        })?;
+                for entry in stale.claimed {
+                    self.admit(rank, entry, true, &mut claimed)?;
                 }
+            }
+            if claimed.len() < max {
+                let count = max - claimed.len();
+                self.read_new(&self.streams[rank..=rank], count, None, &mut claimed)?;
             }
         }
-        if claimed.is_empty() && block {
+        if claimed.is_empty() {
             // Nothing anywhere: wait a little for any stream.
-            let fresh: Option<StreamReadReply> =
-                self.pool
-                    .run(Retry::Never, &|| "wait for new tasks".to_owned(), |c| {
-                        ::redis::cmd("XREADGROUP")
-                            .arg("GROUP")
-                            .arg(GROUP)
-                            .arg(&self.node)
-                            .arg("COUNT")
-                            .arg(max)
-                            .arg("BLOCK")
-                            .arg(millis(IDLE_BLOCK))
-                            .arg("STREAMS")
-                            .arg(&self.streams[..])
-                            .arg([">"; RANKS].as_slice())
-                            .query(c)
-                    })?;
-            for key in fresh.map(|r| r.keys).unwrap_or_default() {
-                let rank = self.streams.iter().position(|s| *s == key.key).unwrap_or(0);
-                for entry in key.ids {
-                    self.admit(rank, entry, false, &mut claimed)?;
-                }
-            }
+            self.read_new(&self.streams, max, Some(IDLE_BLOCK), &mut claimed)?;
         }
         Ok(claimed)
     }
 
-    /// Decodes one delivered entry and takes it in hand, unless its result
-    /// is already stored.
+    /// Reads up to `count` entries never delivered from `streams`, waiting
+    /// at most `block` for one.
+    fn read_new(
+        &self,
+        streams: &[String],
+        count: usize,
+        block: Option<Duration>,
+        claimed: &mut Vec<Task>,
+    ) -> Result<()> {
+        let fresh: Option<StreamReadReply> =
+            self.pool
+                .run(Retry::Never, &|| "read new tasks".to_owned(), |c| {
+                    let mut command = ::redis::cmd("XREADGROUP");
+                    command
+                        .arg("GROUP")
+                        .arg(GROUP)
+                        .arg(&self.node)
+                        .arg("COUNT")
+                        .arg(count);
+                    if let Some(block) = block {
+                        command.arg("BLOCK").arg(millis(block));
+                    }
+                    command
+                        .arg("STREAMS")
+                        .arg(streams)
+                        .arg(vec![">"; streams.len()])
+                        .query(c)
+                })?;
+        for key in fresh.map(|r| r.keys).unwrap_or_default() {
+            let rank = self.streams.iter().position(|s| *s == key.key).unwrap_or(0);
+            for entry in key.ids {
+                self.admit(rank, entry, false, claimed)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes one delivered entry and takes it in hand, unless it was
+    /// reclaimed and its result is already stored.
     fn admit(
         &self,
         rank: usize,
@@ -299,20 +297,21 @@ impl RedisQueue {
         };
         let mut record: TaskRecord = postcard::from_bytes(&bytes)?;
         let id = record.id();
-        let done: bool = self.pool.run(
-            Retry::Once,
-            &|| format!("look up the result of {id}"),
-            |c| {
-                ::redis::cmd("HEXISTS")
-                    .arg(&self.results)
-                    .arg(id.get())
-                    .query(c)
-            },
-        )?;
-        if done {
-            return self.acknowledge(rank, &entry.id);
-        }
         if reclaimed {
+            // Only a task delivered before can have been finished already.
+            let done: bool = self.pool.run(
+                Retry::Once,
+                &|| format!("look up the result of {id}"),
+                |c| {
+                    ::redis::cmd("HEXISTS")
+                        .arg(&self.results)
+                        .arg(id.get())
+                        .query(c)
+                },
+            )?;
+            if done {
+                return self.acknowledge(rank, &entry.id);
+            }
             let takeovers: u32 =
                 self.pool
                     .run(Retry::Never, &|| format!("count a takeover of {id}"), |c| {
@@ -355,37 +354,51 @@ impl RedisQueue {
     /// entry stays pending, no longer refreshed, so the task runs again
     /// (here or elsewhere) after the visibility timeout.
     fn finish(&self, results: &[TaskResult]) {
-        for result in results {
-            let Some(entry) = self.in_hand.lock().get(&result.id()).cloned() else {
-                continue;
-            };
-            if let Err(error) = self.store(result, &entry) {
-                tracing::error!(%error, task = %result.id(), "storing a result in redis failed; the task will run again");
-            }
-            self.in_hand.lock().remove(&result.id());
+        let held: Vec<(&TaskResult, Entry)> = {
+            let in_hand = self.in_hand.lock();
+            results
+                .iter()
+                .filter_map(|r| in_hand.get(&r.id()).map(|e| (r, e.clone())))
+                .collect()
+        };
+        if held.is_empty() {
+            return;
+        }
+        if let Err(error) = self.store(&held) {
+            tracing::error!(%error, results = held.len(), "storing results in redis failed; those tasks will run again");
+        }
+        let mut in_hand = self.in_hand.lock();
+        for (result, _) in &held {
+            in_hand.remove(&result.id());
         }
     }
 
-    fn store(&self, result: &TaskResult, entry: &Entry) -> Result<()> {
-        let bytes = postcard::to_stdvec(&ResultRecord::from(result))?;
-        self.pool
-            .run(
-                Retry::Once,
-                &|| format!("store the result of {}", result.id()),
-                |c| {
-                    self.finish
-                        .key(&self.results)
-                        .key(&self.order)
-                        .key(&self.streams[entry.rank])
-                        .arg(result.id().get())
-                        .arg(&bytes[..])
-                        .arg(GROUP)
-                        .arg(&entry.id)
-                        .arg(self.retention)
-                        .invoke::<i64>(c)
-                },
-            )
-            .map(drop)
+    /// One pipeline of scripts for the whole batch: one round trip, and on a
+    /// server that fsyncs every write, one fsync.
+    fn store(&self, held: &[(&TaskResult, Entry)]) -> Result<()> {
+        let mut pipe = ::redis::pipe();
+        for (result, entry) in held {
+            let bytes = postcard::to_stdvec(&ResultRecord::from(*result))?;
+            // EVAL rather than EVALSHA: the script text travels each time,
+            // but a restarted server (empty script cache) needs no reload.
+            pipe.cmd("EVAL")
+                .arg(FINISH)
+                .arg(3)
+                .arg(&self.results)
+                .arg(&self.order)
+                .arg(&self.streams[entry.rank])
+                .arg(result.id().get())
+                .arg(bytes)
+                .arg(GROUP)
+                .arg(&entry.id)
+                .arg(self.retention)
+                .ignore();
+        }
+        self.pool.run(
+            Retry::Once,
+            &|| format!("store {} results", held.len()),
+            |c| pipe.query::<()>(c),
+        )
     }
 
     /// Resets the idle time of every entry in hand, so no other node takes
@@ -517,7 +530,10 @@ pub(crate) fn spawn_pump(
             let target = agents.max(1) * 2;
             let mut refreshed = Instant::now() - queue.visibility;
             while !stop.load(Ordering::Acquire) {
-                if refreshed.elapsed() >= queue.visibility / 3 {
+                // Refreshing and reclaiming run every third of the
+                // visibility timeout; plain reads in between.
+                let due = refreshed.elapsed() >= queue.visibility / 3;
+                if due {
                     match queue.refresh(agents) {
                         Ok(()) => refreshed = Instant::now(),
                         Err(error) => tracing::warn!(%error, "refreshing the tasks in hand failed"),
@@ -528,7 +544,7 @@ pub(crate) fn spawn_pump(
                     thread::sleep(Duration::from_millis(1));
                     continue;
                 }
-                match queue.claim(room, true) {
+                match queue.claim(room, due) {
                     Ok(tasks) if tasks.is_empty() => {}
                     Ok(tasks) => {
                         let mut fx = Effects::default();
