@@ -1,24 +1,27 @@
 //! Orchestrators as nodes of one cluster on Redis (feature `redis`): a task
 //! submitted on one node runs on any, results are read from any, strict
 //! priority across the cluster, retention of results, configuration checks,
-//! a Redis restart mid-run, and kill -9 of a node process mid-work with every
+//! a Redis restart mid-run, kill -9 of a node process mid-work with every
 //! accepted task finished (its tasks taken over after the visibility
-//! timeout). Multi-process tests
-//! re-execute this binary as nodes.
+//! timeout), and the nodes' election: one leader, a handover on shutdown,
+//! and a SIGSTOPped leader node replaced under a greater epoch, stepping
+//! down when resumed. Multi-process tests re-execute this binary as nodes.
 #![cfg(feature = "redis")]
 
 mod common;
 
 use std::collections::HashSet;
 use std::env;
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use agentry::{
-    AgentContext, AutoscalePolicy, Error, Orchestrator, Output, Priority, RedisConfig, Role, Task,
-    TaskError, TaskStatus,
+    AgentContext, AutoscalePolicy, ElectionConfig, Error, LeaderElection, LeaderInfo, Orchestrator,
+    OrchestratorBuilder, Output, Priority, RedisConfig, Role, Task, TaskError, TaskStatus,
 };
 use common::RedisServer;
 
@@ -30,8 +33,25 @@ const CHILD_LIFETIME: Duration = Duration::from_secs(60);
 const PATIENCE: Duration = Duration::from_secs(60);
 const VISIBILITY: Duration = Duration::from_millis(500);
 
+/// Set in a child: the Redis URL of the cluster it joins as a candidate.
+const CANDIDATE: &str = "AGENTRY_REDIS_CANDIDATE_CHILD";
+/// Starts every line a candidate child reports.
+const MARK: &str = "@node ";
+
+/// A fast election, with a lease long enough for a busy two-core machine.
+fn election(name: &str) -> ElectionConfig {
+    ElectionConfig::new(name)
+        .heartbeat_interval(Duration::from_millis(50))
+        .lease_timeout(Duration::from_millis(500))
+        .retry_interval(Duration::from_millis(10))
+}
+
 /// A node whose agents answer with the node's name after `work`.
 fn node(url: &str, name: &str, agents: usize, work: Duration) -> Orchestrator {
+    node_builder(url, name, agents, work).build().unwrap()
+}
+
+fn node_builder(url: &str, name: &str, agents: usize, work: Duration) -> OrchestratorBuilder {
     let answer = name.to_owned();
     Orchestrator::builder()
         .agents(Role::Researcher, agents, move || {
@@ -45,8 +65,6 @@ fn node(url: &str, name: &str, agents: usize, work: Duration) -> Orchestrator {
         .redis(url)
         .node(name)
         .visibility_timeout(VISIBILITY)
-        .build()
-        .unwrap()
 }
 
 fn job() -> Task {
@@ -221,7 +239,157 @@ fn bad_cluster_configurations_are_refused() {
     orchestrator.shutdown().unwrap();
 }
 
+#[test]
+fn nodes_given_an_election_elect_one_leader_and_hand_over_on_shutdown() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let mut nodes: Vec<Orchestrator> = (0..3)
+        .map(|n| {
+            let name = format!("n{n}");
+            node_builder(&url, &name, 1, Duration::ZERO)
+                .election(election(&name))
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let leader = wait_for_leader(&url, None);
+    let leading = |nodes: &[Orchestrator]| nodes.iter().filter(|n| n.is_leader()).count();
+    let deadline = Instant::now() + PATIENCE;
+    while leading(&nodes) != 1 {
+        assert!(Instant::now() < deadline, "never exactly one leader");
+        thread::sleep(Duration::from_millis(5));
+    }
+    let index: usize = leader.instance_id[1..].parse().unwrap();
+    assert!(nodes[index].is_leader());
+    nodes.remove(index).shutdown().unwrap();
+    let next = wait_for_leader(&url, Some(leader.epoch));
+    assert_ne!(next.instance_id, leader.instance_id);
+    for node in nodes {
+        node.shutdown().unwrap();
+    }
+}
+
+/// The leader the cluster's election names, once there is one with an
+/// epoch above `after`.
+fn wait_for_leader(url: &str, after: Option<u64>) -> LeaderInfo {
+    let observer = LeaderElection::redis(url, election("observer")).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(info) = observer.leader().unwrap() {
+            if after.is_none_or(|e| info.epoch > e) {
+                return info;
+            }
+        }
+        assert!(Instant::now() < deadline, "no new leader");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
 // ------------------------------------------------------------ multi process
+
+/// A candidate child's body: a node with an election, reporting on stdout
+/// when it starts and stops leading.
+#[test]
+fn child_candidate_node() {
+    let Ok(url) = env::var(CANDIDATE) else {
+        return;
+    };
+    let name = format!("pid-{}", std::process::id());
+    let orchestrator = node_builder(&url, &name, 1, Duration::ZERO)
+        .election(election(&name))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let mut leading = false;
+    while started.elapsed() < CHILD_LIFETIME {
+        if orchestrator.is_leader() != leading {
+            leading = !leading;
+            println!("{MARK}{}", if leading { "leading" } else { "following" });
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Child processes, resumed and killed on drop, even when a test fails.
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            // A stopped child must run again to die of SIGKILL promptly.
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn signal(name: &str, pid: u32) {
+    let status = Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+#[test]
+fn a_frozen_leader_node_is_replaced_under_a_greater_epoch_and_steps_down() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let (lines_tx, lines) = mpsc::channel::<(u32, String)>();
+    let _children = Children(
+        (0..3)
+            .map(|_| {
+                let mut child = Command::new(env::current_exe().unwrap())
+                    .args([
+                        "--exact",
+                        "child_candidate_node",
+                        "--nocapture",
+                        "--test-threads=1",
+                    ])
+                    .env(CANDIDATE, &url)
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                let (pid, stdout) = (child.id(), child.stdout.take().unwrap());
+                let lines_tx = lines_tx.clone();
+                thread::spawn(move || {
+                    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                        if let Some(at) = line.find(MARK) {
+                            let _ = lines_tx.send((pid, line[at + MARK.len()..].to_owned()));
+                        }
+                    }
+                });
+                child
+            })
+            .collect(),
+    );
+    let first = wait_for_leader(&url, None);
+    // Freeze it only once it knows it leads, so that stepping down shows.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (pid, what) = lines.recv_timeout(left).expect("the leader never said so");
+        if pid == first.pid && what == "leading" {
+            break;
+        }
+    }
+    signal("STOP", first.pid);
+    let second = wait_for_leader(&url, Some(first.epoch));
+    assert_ne!(second.pid, first.pid);
+    signal("CONT", first.pid);
+    let deadline = Instant::now() + PATIENCE;
+    let mut stepped_down = false;
+    while !stepped_down {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (pid, what) = lines
+            .recv_timeout(left)
+            .expect("the resumed leader never stepped down");
+        stepped_down = pid == first.pid && what == "following";
+    }
+}
 
 /// The child's body: a node with two agents, until killed.
 #[test]
@@ -248,7 +416,7 @@ fn spawn_child(url: &str) -> Child {
 fn a_node_killed_mid_work_loses_no_accepted_task() {
     let server = RedisServer::start();
     let url = server.url();
-    let mut children: Vec<Child> = (0..3).map(|_| spawn_child(&url)).collect();
+    let mut children = Children((0..3).map(|_| spawn_child(&url)).collect());
     // The parent submits and waits through a node of its own, one agent.
     let parent = node(&url, "parent", 1, Duration::from_millis(20));
     let deadline = Instant::now() + PATIENCE;
@@ -261,7 +429,7 @@ fn a_node_killed_mid_work_loses_no_accepted_task() {
     for id in &ids[..40] {
         parent.wait(*id, PATIENCE).unwrap();
     }
-    let victim = children.remove(0);
+    let victim = children.0.remove(0);
     let victim_name = format!("child-{}", victim.id());
     let mut victim = victim;
     victim.kill().unwrap();
@@ -280,9 +448,6 @@ fn a_node_killed_mid_work_loses_no_accepted_task() {
         taken_over > 0,
         "the killed node held no task: the test proved nothing"
     );
-    for mut child in children {
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
+    drop(children);
     parent.shutdown().unwrap();
 }

@@ -164,7 +164,11 @@ impl OrchestratorBuilder {
     /// The leader election's configuration, with
     /// [`state_dir`](Self::state_dir) (default:
     /// `ElectionConfig::new(format!("pid-{}", std::process::id()))`, a 10 s
-    /// heartbeat and a 30 s lease).
+    /// heartbeat and a 30 s lease). On a Redis cluster node (with the `redis`
+    /// feature), the nodes elect a leader on Redis, in the cluster's
+    /// namespace, only when this is given: [`Orchestrator::is_leader`] then
+    /// tells the one node that should do what only one must; every node
+    /// still pulls tasks.
     pub fn election(mut self, config: ElectionConfig) -> Self {
         self.election = Some(config);
         self
@@ -191,8 +195,9 @@ impl OrchestratorBuilder {
     /// Not yet supported on Redis: tasks with dependencies (refused with
     /// [`Error::InvalidInput`]), [`Orchestrator::cancel`] of a task held by
     /// another node, messages between nodes (the broker stays local), and a
-    /// state directory or election (the nodes need no leader to share the
-    /// queue). Default: none.
+    /// state directory. The nodes need no leader to share the queue (any node
+    /// takes over a dead node's tasks); with [`election`](Self::election)
+    /// they elect one on Redis all the same. Default: none.
     #[cfg(feature = "redis")]
     pub fn redis(mut self, redis: impl Into<crate::RedisConfig>) -> Self {
         self.redis = Some(redis.into());
@@ -258,7 +263,8 @@ impl OrchestratorBuilder {
     /// agents, `min_agents > max_agents`, the
     /// retention or mailbox capacity is 0, both [`memory`](Self::memory) and
     /// [`state_dir`](Self::state_dir) were given,
-    /// [`election`](Self::election) was given without a state directory, or
+    /// [`election`](Self::election) was given without a state directory
+    /// (or Redis), or
     /// the election configuration is unsafe (see
     /// [`LeaderElection::new`](crate::LeaderElection::new)); [`Error::Io`]
     /// when a thread cannot be spawned or the state directory cannot be
@@ -296,8 +302,14 @@ impl OrchestratorBuilder {
                     .into(),
             );
         }
-        if self.state_dir.is_none() && self.election.is_some() {
-            return invalid("`election` needs a `state_dir` to hold the election".into());
+        #[cfg(feature = "redis")]
+        let holder = self.state_dir.is_some() || self.redis.is_some();
+        #[cfg(not(feature = "redis"))]
+        let holder = self.state_dir.is_some();
+        if !holder && self.election.is_some() {
+            return invalid(
+                "`election` needs a `state_dir` (or `redis`) to hold the election".into(),
+            );
         }
         #[cfg(feature = "redis")]
         if self.redis.is_some() {

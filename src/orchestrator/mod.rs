@@ -289,6 +289,14 @@ impl Orchestrator {
             }
             None => (None, None),
         };
+        // A cluster node may also stand in an election held on Redis.
+        #[cfg(feature = "redis")]
+        let election = match (&config.redis, &config.election) {
+            (Some(redis), Some(election_config)) => Some(Arc::new(
+                LeaderElection::redis(redis.clone(), election_config.clone())?.start()?,
+            )),
+            _ => election,
+        };
         #[cfg(feature = "redis")]
         let redis = match &config.redis {
             Some(redis) => Some(Arc::new(RedisQueue::connect(
@@ -652,7 +660,9 @@ impl Orchestrator {
     /// Whether this instance may dispatch: always `true` without a
     /// [state directory](OrchestratorBuilder::state_dir); with one, `true`
     /// from the end of a takeover (state loaded, tasks re-queued) for as
-    /// long as the election says this instance leads.
+    /// long as the election says this instance leads. On a Redis cluster
+    /// node given an [election](OrchestratorBuilder::election), whether this
+    /// node leads the cluster (every node dispatches either way).
     pub fn is_leader(&self) -> bool {
         match &self.shared.election {
             None => true,
