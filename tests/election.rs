@@ -629,8 +629,9 @@ mod on_redis {
     #[test]
     fn an_unreachable_server_is_a_backend_error() {
         let url = common::RedisServer::start().url();
+        let quick = agentry::RedisConfig::new(url).timeout(Duration::from_millis(200));
         assert!(matches!(
-            LeaderElection::redis(url.as_str(), fast("a")),
+            LeaderElection::redis(quick, fast("a")),
             Err(Error::Backend { .. })
         ));
     }

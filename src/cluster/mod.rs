@@ -131,20 +131,25 @@ pub(crate) enum Retry {
 pub(crate) struct Pool {
     client: Client,
     config: RedisConfig,
+    /// How long one command, or reconnecting, may take once connected: the
+    /// configured timeout, or less for a user that must not wait that long.
+    timeout: Duration,
     idle: Mutex<Vec<Connection>>,
 }
 
 impl Pool {
-    /// Checks the configuration and opens a first connection, so that a
-    /// wrong URL or a dead server is reported here rather than at the first
-    /// operation.
+    /// Checks the configuration and opens a first connection (allowing it
+    /// the configured timeout), so that a wrong URL or a dead server is
+    /// reported here rather than at the first operation. Later commands and
+    /// reconnections take at most `timeout` (if shorter than the
+    /// configured one).
     ///
     /// # Errors
     ///
     /// [`Error::InvalidConfig`] for a URL the `redis` crate cannot parse, an
     /// empty namespace or a zero timeout; [`Error::Backend`] if the server
     /// cannot be reached within the timeout.
-    pub(crate) fn connect(config: RedisConfig) -> Result<Pool> {
+    pub(crate) fn connect(config: RedisConfig, timeout: Option<Duration>) -> Result<Pool> {
         if config.namespace.is_empty() {
             return Err(Error::InvalidConfig(
                 "the redis namespace must not be empty".into(),
@@ -160,10 +165,11 @@ impl Pool {
         })?;
         let pool = Pool {
             client,
+            timeout: timeout.map_or(config.timeout, |t| t.min(config.timeout)),
             config,
             idle: Mutex::new(Vec::new()),
         };
-        let first = pool.open(&|| "connect".to_owned())?;
+        let first = pool.open_within(pool.config.timeout, &|| "connect".to_owned())?;
         pool.idle.lock().push(first);
         Ok(pool)
     }
@@ -198,7 +204,7 @@ impl Pool {
             attempts -= 1;
             let mut connection = match self.idle.lock().pop() {
                 Some(connection) => connection,
-                None => self.open(operation)?,
+                None => self.open_within(self.timeout, operation)?,
             };
             match command(&mut connection) {
                 Ok(value) => {
@@ -225,9 +231,13 @@ impl Pool {
         }
     }
 
-    /// Connects, retrying with exponential backoff until the timeout.
-    fn open(&self, operation: &dyn Fn() -> String) -> Result<Connection> {
-        let deadline = Instant::now() + self.config.timeout;
+    /// Connects, retrying with exponential backoff for at most `patience`.
+    fn open_within(
+        &self,
+        patience: Duration,
+        operation: &dyn Fn() -> String,
+    ) -> Result<Connection> {
+        let deadline = Instant::now() + patience;
         let mut backoff = FIRST_BACKOFF;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -235,8 +245,8 @@ impl Pool {
                 .client
                 .get_connection_with_timeout(remaining.max(FIRST_BACKOFF))
                 .and_then(|connection| {
-                    connection.set_read_timeout(Some(self.config.timeout))?;
-                    connection.set_write_timeout(Some(self.config.timeout))?;
+                    connection.set_read_timeout(Some(self.timeout))?;
+                    connection.set_write_timeout(Some(self.timeout))?;
                     Ok(connection)
                 });
             match attempt {

@@ -264,10 +264,9 @@ impl LeaderElection {
         config.validate()?;
         // A command must not outlast a heartbeat, or a leader cut off from
         // Redis would sit in one call past its renew deadline.
-        let redis = redis.into();
-        let timeout = redis.command_timeout().min(config.heartbeat());
+        let seat = RedisSeat::connect(redis.into(), config.heartbeat())?;
         Ok(LeaderElection {
-            place: Place::Redis(Arc::new(RedisSeat::connect(redis.timeout(timeout))?)),
+            place: Place::Redis(Arc::new(seat)),
             config,
         })
     }

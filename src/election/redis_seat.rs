@@ -86,11 +86,13 @@ pub(crate) struct RedisSeat {
 }
 
 impl RedisSeat {
+    /// Commands take at most `timeout` once connected.
+    ///
     /// # Errors
     ///
     /// As [`Pool::connect`].
-    pub(crate) fn connect(config: RedisConfig) -> Result<RedisSeat> {
-        let pool = Pool::connect(config)?;
+    pub(crate) fn connect(config: RedisConfig, timeout: Duration) -> Result<RedisSeat> {
+        let pool = Pool::connect(config, Some(timeout))?;
         Ok(RedisSeat {
             epoch: pool.key("election:epoch"),
             leader: pool.key("election:leader"),

@@ -148,7 +148,7 @@ impl RedisStore {
     ///
     /// As [`Pool::connect`]; [`Error::Backend`] if the fence cannot be read.
     pub(crate) fn connect(config: RedisConfig) -> Result<RedisStore> {
-        let pool = Pool::connect(config)?;
+        let pool = Pool::connect(config, None)?;
         let store = RedisStore {
             data: pool.key("memory"),
             clock: pool.key("memory:clock"),

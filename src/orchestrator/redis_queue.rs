@@ -115,7 +115,7 @@ impl RedisQueue {
         visibility: Duration,
         retention: usize,
     ) -> Result<RedisQueue> {
-        let pool = Pool::connect(config)?;
+        let pool = Pool::connect(config, None)?;
         let queue = RedisQueue {
             next_id: pool.key("tasks:next-id"),
             streams: std::array::from_fn(|rank| pool.key(&format!("tasks:{rank}"))),
