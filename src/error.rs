@@ -249,6 +249,19 @@ pub enum Error {
         operation: &'static str,
     },
 
+    /// The storage backend (Redis, with the `redis` feature) could not be
+    /// reached, or failed a command. The connection is dropped and the next
+    /// operation reconnects (with backoff). A read can simply be retried; a
+    /// write that failed this way may or may not have been applied (its reply
+    /// was lost): read the key to find out.
+    #[error("backend failed to {operation}: {reason}")]
+    Backend {
+        /// What was being done, e.g. `get key "plan"`.
+        operation: String,
+        /// Why it failed, as the backend or the connection reported it.
+        reason: String,
+    },
+
     /// A closure run on the data-parallel pool panicked (the message is the
     /// panic's). The pool is unharmed; inside an agent, `?` fails the task.
     #[error("a parallel closure panicked: {0}")]

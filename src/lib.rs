@@ -165,11 +165,15 @@
 //! | multi-tab browser coordination | `tabs` | [`TabPool`], [`TabLease`], [`Browser`], [`Tab`], [`HttpBrowser`], `ChromeBrowser` (feature `chrome`) |
 //! | identity and routing | `ids` | [`AgentId`], [`TaskId`], [`Priority`], [`Role`], [`AgentState`] |
 //! | errors | `error` | [`Error`], [`Result`] |
+//! | beyond one host (feature `redis`) | `cluster` | `RedisConfig`, `SharedMemory::redis`, `LeaderElection::redis`, `OrchestratorBuilder::redis`, `NodeStatus` |
 //!
 //! Several processes can run one orchestrator over a shared state directory
 //! ([`OrchestratorBuilder::state_dir`]): only the elected leader dispatches,
 //! accepted tasks are durable, and a new leader re-queues the unfinished
-//! ones.
+//! ones. With the cargo feature `redis`, the shared memory and the
+//! election run on a Redis server instead, and orchestrators on several
+//! hosts become nodes of one cluster sharing a task queue in Redis
+//! (`OrchestratorBuilder::redis`; `docs/SCALING.md`).
 //!
 //! In the repository, `docs/GUIDE.md` goes through every part with a
 //! runnable snippet, `docs/ARCHITECTURE.md` follows each flow of the seed
@@ -187,6 +191,8 @@
 mod agent;
 mod broker;
 mod clock;
+#[cfg(feature = "redis")]
+mod cluster;
 mod coordination;
 mod distributor;
 mod election;
@@ -205,6 +211,8 @@ pub use broker::{
     DeadLetter, DeadLetterReason, Delivery, Mailbox, MailboxStats, Message, MessageBroker,
     MessageKind,
 };
+#[cfg(feature = "redis")]
+pub use cluster::{DEFAULT_REDIS_NAMESPACE, DEFAULT_REDIS_TIMEOUT, RedisConfig};
 pub use coordination::{
     AutoscalePolicy, DEFAULT_CHECK_INTERVAL, DEFAULT_HANG_TIMEOUT, HealthConfig,
 };
@@ -221,6 +229,8 @@ pub use orchestrator::{
     DEFAULT_SHUTDOWN_TIMEOUT, Event, ORCHESTRATOR_ID, Orchestrator, OrchestratorBuilder,
     PoolStatus, QueueDepths, StatusReport, TaskTotals,
 };
+#[cfg(feature = "redis")]
+pub use orchestrator::{DEFAULT_VISIBILITY_TIMEOUT, NodeStatus};
 pub use parallel::{BatchOutcome, ParallelPool, run_batch};
 pub use planning::{
     DEFAULT_MAX_DEPTH, DEFAULT_PLANNER_KIND, FanIn, Goal, LevelProgress, Plan, PlanHandle,

@@ -7,13 +7,13 @@
 //! they fail, saying to run `apt-get install chromium`.
 #![cfg(feature = "chrome")]
 
-mod common;
+mod web;
 
 use std::time::Duration;
 
 use agentry::Error;
 use agentry::tabs::{ChromeBrowser, HttpBrowser, TabPool};
-use common::{SCRIPT_BUILT, TestServer};
+use web::{SCRIPT_BUILT, TestServer};
 
 const GENEROUS: Duration = Duration::from_secs(30);
 

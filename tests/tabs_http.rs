@@ -2,14 +2,14 @@
 //! static pages, a script-built page it cannot see, pages that never load,
 //! unreachable hosts, cookies kept per tab.
 
-mod common;
+mod web;
 
 use std::net::TcpListener;
 use std::time::Duration;
 
 use agentry::Error;
 use agentry::tabs::{HttpBrowser, TabPool};
-use common::{SCRIPT_BUILT, TestServer};
+use web::{SCRIPT_BUILT, TestServer};
 
 const GENEROUS: Duration = Duration::from_secs(20);
 

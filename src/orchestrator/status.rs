@@ -264,3 +264,16 @@ pub(crate) fn format_duration(d: Duration) -> String {
         format!("{:.2}s", d.as_secs_f64())
     }
 }
+
+/// One node of a Redis cluster, as its last heartbeat says; from
+/// [`Orchestrator::cluster_nodes`](crate::Orchestrator::cluster_nodes).
+#[cfg(feature = "redis")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// The node's [name](crate::OrchestratorBuilder::node).
+    pub name: String,
+    /// When it last wrote its heartbeat (its wall clock).
+    pub heartbeat: std::time::SystemTime,
+    /// How many agents it started with.
+    pub agents: usize,
+}

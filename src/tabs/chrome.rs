@@ -285,7 +285,7 @@ impl ChromeTab {
         if self.crashed.load(Ordering::SeqCst) {
             return Err(Unanswered::Crashed);
         }
-        let deadline = Instant::now() + deadline;
+        let deadline = crate::clock::deadline_after(deadline);
         let (tx, rx) = crossbeam_channel::bounded(1);
         let tab = Arc::clone(&self.tab);
         std::thread::Builder::new()

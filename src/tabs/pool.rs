@@ -284,7 +284,7 @@ impl TabPool {
     /// [`Error::Timeout`] when no tab came free in time; [`Error::Browser`]
     /// when a new tab cannot be opened.
     pub fn lease(&self, timeout: Duration) -> Result<TabLease> {
-        self.acquire(None, Some(Instant::now() + timeout))
+        self.acquire(None, Some(crate::clock::deadline_after(timeout)))
     }
 
     /// A tab and one of the slots of `url`'s host, now, if both are free.
@@ -310,7 +310,10 @@ impl TabPool {
     /// [`Error::Timeout`] when no tab or no slot came free in time;
     /// [`Error::Browser`] when a new tab cannot be opened.
     pub fn lease_for(&self, url: &str, timeout: Duration) -> Result<TabLease> {
-        self.acquire(Some(site::site_of(url)?), Some(Instant::now() + timeout))
+        self.acquire(
+            Some(site::site_of(url)?),
+            Some(crate::clock::deadline_after(timeout)),
+        )
     }
 
     /// The pool's figures now.

@@ -1,160 +1,149 @@
-//! A tiny web server on 127.0.0.1 for the tab backends' tests: static
-//! pages, a page whose content a script builds, pages that never finish,
-//! and cookies.
-//!
-//! | path | answer |
-//! | --- | --- |
-//! | `/static/N` | a static page titled `Static N` |
-//! | `/script` | a page whose `#out` element a script fills with "built by script" |
-//! | `/hang` | headers and half a page, then nothing (until the server stops or 30 s pass) |
-//! | `/silent` | nothing at all, not even headers (as long) |
-//! | `/cookie/set/V` | sets the cookie `visitor=V` |
-//! | `/cookie/show` | `visitor=V`, or `visitor=none` without the cookie |
-//! | anything else | 404 |
+//! A `redis-server` of the test's own: started on 127.0.0.1 on a free port
+//! with a temporary directory (AOF on, no RDB snapshots), stopped on drop.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// How long a hanging answer hangs at most, so that the server always ends.
-const HANG_AT_MOST: Duration = Duration::from_secs(30);
+/// How long a fresh server may take to answer PING.
+const STARTUP: Duration = Duration::from_secs(20);
 
-/// The text the script of `/script` writes; it is not in the page's source.
-pub const SCRIPT_BUILT: &str = "built by script";
-
-pub struct TestServer {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
+/// A running `redis-server`, killed (and its directory removed) on drop.
+pub struct RedisServer {
+    child: Child,
+    port: u16,
+    // Read by `restart`, which not every test binary calls.
+    #[allow(dead_code)]
+    dir: tempfile::TempDir,
 }
 
-impl TestServer {
-    pub fn start() -> TestServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
-        let addr = listener.local_addr().expect("local address");
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = Arc::clone(&stop);
-        thread::spawn(move || {
-            for stream in listener.incoming() {
-                if stopping.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(stream) = stream else { continue };
-                let stopping = Arc::clone(&stopping);
-                thread::spawn(move || serve(stream, &stopping));
+impl RedisServer {
+    /// Starts a server on a free port and waits until it answers PING.
+    ///
+    /// Panics, failing the test, if `redis-server` is not installed: these
+    /// tests must run wherever the `redis` feature is tested.
+    pub fn start() -> RedisServer {
+        let dir = tempfile::tempdir().expect("temporary directory for redis-server");
+        // Another process may take the port between our probe and the
+        // server's bind; a server that exits at once is retried elsewhere.
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = spawn(dir.path(), port);
+            if wait_ready(&mut child, port) {
+                return RedisServer { child, port, dir };
             }
-        });
-        TestServer { addr, stop }
+            stop(&mut child);
+        }
+        panic!(
+            "redis-server did not start on 127.0.0.1 (its log is redis.log in {})",
+            dir.keep().display()
+        );
     }
 
-    /// The url of `path` on this server.
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+    /// The server's process id, to signal it.
+    #[allow(dead_code)] // not every test binary signals its server
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
-}
 
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wakes the accept loop so it sees the flag.
-        let _ = TcpStream::connect(self.addr);
+    /// The URL to give agentry.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
     }
-}
 
-fn serve(stream: TcpStream, stop: &AtomicBool) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut reader = BufReader::new(&stream);
-    let mut request_line = String::new();
-    if reader.read_line(&mut request_line).is_err() {
-        return;
-    }
-    let path = request_line
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or("/")
-        .to_owned();
-    let mut cookie = None;
-    loop {
-        let mut line = String::new();
-        match reader.read_line(&mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) if line == "\r\n" || line == "\n" => break,
-            Ok(_) => {
-                if let Some((name, value)) = line.split_once(':') {
-                    if name.eq_ignore_ascii_case("cookie") {
-                        cookie = value
-                            .split(';')
-                            .filter_map(|c| c.trim().strip_prefix("visitor="))
-                            .next()
-                            .map(str::to_owned);
-                    }
-                }
+    /// Kills the server with SIGKILL (unacknowledged AOF data may be lost,
+    /// as in a crash) and starts it again on the same port and directory,
+    /// replaying the append-only file.
+    #[allow(dead_code)] // not every test binary restarts its server
+    pub fn restart(&mut self) {
+        stop(&mut self.child);
+        let deadline = Instant::now() + STARTUP;
+        loop {
+            self.child = spawn(self.dir.path(), self.port);
+            if wait_ready(&mut self.child, self.port) {
+                return;
             }
+            stop(&mut self.child);
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not restart on port {}",
+                self.port
+            );
+            thread::sleep(Duration::from_millis(50));
         }
     }
-    let mut stream = &stream;
-    let page = |title: &str, body: &str| {
-        format!(
-            "<!DOCTYPE html><html><head><title>{title}</title></head><body>{body}</body></html>"
-        )
-    };
-    let (status, extra, body) = if let Some(n) = path.strip_prefix("/static/") {
-        (
-            "200 OK",
-            String::new(),
-            page(&format!("Static {n}"), &format!("<h1>Static page {n}</h1>")),
-        )
-    } else if path == "/script" {
-        let script = "document.getElementById('out').textContent = 'built by ' + 'script';";
-        (
-            "200 OK",
-            String::new(),
-            page(
-                "Script",
-                &format!("<div id=\"out\">empty</div><script>{script}</script>"),
-            ),
-        )
-    } else if path == "/hang" {
-        let _ = write!(
-            stream,
-            "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 100000\r\n\r\n<html><body>loading"
-        );
-        let _ = stream.flush();
-        hang(stop);
-        return;
-    } else if path == "/silent" {
-        hang(stop);
-        return;
-    } else if let Some(value) = path.strip_prefix("/cookie/set/") {
-        (
-            "200 OK",
-            format!("Set-Cookie: visitor={value}; Path=/\r\n"),
-            page("Cookie", &format!("set {value}")),
-        )
-    } else if path == "/cookie/show" {
-        let shown = format!("visitor={}", cookie.as_deref().unwrap_or("none"));
-        ("200 OK", String::new(), page("Cookie", &shown))
-    } else {
-        (
-            "404 Not Found",
-            String::new(),
-            page("Missing", "no such page"),
-        )
-    };
-    let _ = write!(
-        stream,
-        "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = stream.flush();
 }
 
-/// Holds the connection open, saying nothing, until the server stops.
-fn hang(stop: &AtomicBool) {
-    let start = Instant::now();
-    while !stop.load(Ordering::SeqCst) && start.elapsed() < HANG_AT_MOST {
-        thread::sleep(Duration::from_millis(20));
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        stop(&mut self.child);
     }
+}
+
+fn stop(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Whether the server answers PING, polling until it does, it exits, or the
+/// startup time runs out.
+fn wait_ready(child: &mut Child, port: u16) -> bool {
+    let deadline = Instant::now() + STARTUP;
+    while Instant::now() < deadline {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return false;
+        }
+        if ping(port) {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+fn spawn(dir: &Path, port: u16) -> Child {
+    let spawned = Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .arg("--dir")
+        .arg(dir)
+        .args([
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ])
+        .args(["--logfile", "redis.log", "--daemonize", "no"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    match spawned {
+        Ok(child) => child,
+        Err(e) if e.kind() == ErrorKind::NotFound => panic!(
+            "redis-server is not installed, and the redis feature's tests need it: \
+             install it with `apt-get install redis-server`"
+        ),
+        Err(e) => panic!("cannot start redis-server: {e}"),
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a probe socket");
+    listener.local_addr().expect("probe address").port()
+}
+
+fn ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut reply = [0u8; 7];
+    stream.write_all(b"PING\r\n").is_ok()
+        && stream.read_exact(&mut reply).is_ok()
+        && &reply == b"+PONG\r\n"
 }
