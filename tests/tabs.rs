@@ -541,3 +541,21 @@ fn agents_reach_the_pool_and_status_reports_it() {
     assert!(report.to_string().contains("tabs: "));
     assert_eq!(orchestrator.tabs().map(|p| p.stats().leases), Some(8));
 }
+
+#[test]
+fn a_timeout_too_long_for_a_deadline_still_waits_for_a_tab() {
+    let browser = FakeBrowser::default();
+    let pool = pool(&browser, 1);
+    let held = pool.lease(Duration::MAX).unwrap();
+    let waiter = {
+        let pool = pool.clone();
+        thread::spawn(move || {
+            pool.lease_for("http://a.example/", Duration::MAX)
+                .map(|l| l.tab_id())
+        })
+    };
+    wait_for(&pool, "the waiter", |s| s.waiting == 1);
+    let tab = held.tab_id();
+    drop(held);
+    assert_eq!(waiter.join().unwrap().unwrap(), tab);
+}

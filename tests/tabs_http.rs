@@ -182,3 +182,12 @@ fn agents_share_tabs_over_http() {
     assert_eq!((stats.leases, stats.leased, stats.sites), (6, 0, 0));
     assert!(stats.opened <= 2);
 }
+
+#[test]
+fn a_navigation_timeout_too_long_for_a_deadline_is_no_deadline() {
+    let server = TestServer::start();
+    let pool = pool(1, Duration::MAX);
+    let mut tab = pool.try_lease().unwrap();
+    tab.navigate(&server.url("/static/3")).unwrap();
+    assert!(tab.html().unwrap().contains("Static page 3"));
+}

@@ -285,7 +285,8 @@ impl ChromeTab {
         if self.crashed.load(Ordering::SeqCst) {
             return Err(Unanswered::Crashed);
         }
-        let deadline = crate::clock::deadline_after(deadline);
+        // A deadline too far to represent is none.
+        let deadline = Instant::now().checked_add(deadline);
         let (tx, rx) = crossbeam_channel::bounded(1);
         let tab = Arc::clone(&self.tab);
         std::thread::Builder::new()
@@ -296,10 +297,12 @@ impl ChromeTab {
             .map_err(Unanswered::NoThread)?;
         loop {
             let now = Instant::now();
-            if now >= deadline {
-                return Err(Unanswered::Late);
-            }
-            if let Ok(answer) = rx.recv_timeout(CRASH_CHECK.min(deadline - now)) {
+            let wait = match deadline {
+                Some(deadline) if now >= deadline => return Err(Unanswered::Late),
+                Some(deadline) => CRASH_CHECK.min(deadline - now),
+                None => CRASH_CHECK,
+            };
+            if let Ok(answer) = rx.recv_timeout(wait) {
                 return Ok(answer);
             }
             if self.crashed.load(Ordering::SeqCst) {

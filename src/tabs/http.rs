@@ -9,6 +9,10 @@ use crate::error::{Error, Result};
 /// The largest page body a tab reads (larger ones fail to navigate).
 const MAX_BODY: u64 = 16 * 1024 * 1024;
 
+/// The longest timeout given to the HTTP client, which adds it to the
+/// clock (a longer one would overflow): a year is as good as none.
+const LONGEST_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// A browser without a rendering engine: each tab is an HTTP client session
 /// (ureq, with TLS) with a cookie jar of its own, following redirects.
 ///
@@ -101,7 +105,7 @@ impl Tab for HttpTab {
             .agent
             .get(url)
             .config()
-            .timeout_global(Some(timeout))
+            .timeout_global(Some(timeout.min(LONGEST_TIMEOUT)))
             .build()
             .call()
             .map_err(failed)?;

@@ -15,7 +15,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::{Sender, TrySendError};
 use parking_lot::Mutex;
@@ -284,7 +284,7 @@ impl TabPool {
     /// [`Error::Timeout`] when no tab came free in time; [`Error::Browser`]
     /// when a new tab cannot be opened.
     pub fn lease(&self, timeout: Duration) -> Result<TabLease> {
-        self.acquire(None, Some(crate::clock::deadline_after(timeout)))
+        self.acquire(None, Some(timeout))
     }
 
     /// A tab and one of the slots of `url`'s host, now, if both are free.
@@ -310,10 +310,7 @@ impl TabPool {
     /// [`Error::Timeout`] when no tab or no slot came free in time;
     /// [`Error::Browser`] when a new tab cannot be opened.
     pub fn lease_for(&self, url: &str, timeout: Duration) -> Result<TabLease> {
-        self.acquire(
-            Some(site::site_of(url)?),
-            Some(crate::clock::deadline_after(timeout)),
-        )
+        self.acquire(Some(site::site_of(url)?), Some(timeout))
     }
 
     /// The pool's figures now.
@@ -335,7 +332,7 @@ impl TabPool {
         }
     }
 
-    fn acquire(&self, site: Option<String>, deadline: Option<Instant>) -> Result<TabLease> {
+    fn acquire(&self, site: Option<String>, timeout: Option<Duration>) -> Result<TabLease> {
         let config = self.inner.config;
         let mut state = self.inner.state.lock();
         let granted = state.grant(site.as_deref(), &config);
@@ -345,7 +342,7 @@ impl TabPool {
                 grant
             }
             Err(busy) => {
-                let Some(deadline) = deadline else {
+                let Some(timeout) = timeout else {
                     return Err(busy);
                 };
                 if matches!(busy, Error::SiteBusy { .. }) {
@@ -360,7 +357,8 @@ impl TabPool {
                     grant: tx,
                 });
                 drop(state);
-                match rx.recv_deadline(deadline) {
+                // A timeout too long to be a deadline waits without one.
+                match rx.recv_timeout(timeout) {
                     Ok(grant) => grant,
                     Err(_) => {
                         let mut state = self.inner.state.lock();
