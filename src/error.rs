@@ -163,6 +163,105 @@ pub enum Error {
     #[error("invalid input: {0}")]
     InvalidInput(String),
 
+    /// Every tab of a [`TabPool`](crate::tabs::TabPool) is leased (from a
+    /// `try_` lease, which does not wait).
+    #[error("all {max_tabs} tabs are leased")]
+    NoTabFree {
+        /// The pool's size.
+        max_tabs: usize,
+    },
+
+    /// A host already has as many leases on it as a
+    /// [`TabPool`](crate::tabs::TabPool)'s per-site limit allows.
+    #[error("{host} already has {limit} leases on it (the per-site limit)")]
+    SiteBusy {
+        /// The host.
+        host: String,
+        /// The per-site limit.
+        limit: usize,
+    },
+
+    /// A site-aware [`TabLease`](crate::tabs::TabLease) was asked to
+    /// navigate to another host than the one it holds a slot for: lease a
+    /// tab for that host instead.
+    #[error("this lease holds a slot for {leased}, not for {url}: lease a tab for that site")]
+    WrongSite {
+        /// The host the lease holds a slot for.
+        leased: String,
+        /// The url refused.
+        url: String,
+    },
+
+    /// A browser or one of its tabs failed: it could not start, crashed,
+    /// lost its connection or stopped answering. A tab pool recycles a tab
+    /// whose operation returned this.
+    #[error("browser failed: {reason}")]
+    Browser {
+        /// What happened.
+        reason: String,
+    },
+
+    /// The browser to launch is not there. Install it (on Debian and
+    /// Ubuntu: `apt-get install chromium`) or point to it.
+    #[error("no browser at {}: install it with `{install}`", path.display())]
+    BrowserNotInstalled {
+        /// Where the browser was looked for.
+        path: PathBuf,
+        /// The command that installs it.
+        install: &'static str,
+    },
+
+    /// A page could not be loaded: unreachable or refusing host, a scheme
+    /// the backend cannot fetch, a broken response. The tab is usable.
+    #[error("navigation to {url} failed: {reason}")]
+    Navigation {
+        /// The url.
+        url: String,
+        /// Why it failed.
+        reason: String,
+    },
+
+    /// A page did not finish loading within the navigation timeout. The tab
+    /// stopped loading it and is usable.
+    #[error("navigation to {url} timed out after {timeout:?}")]
+    NavigationTimeout {
+        /// The url.
+        url: String,
+        /// The timeout.
+        timeout: std::time::Duration,
+    },
+
+    /// A script evaluated in a page threw, or its value could not be
+    /// returned.
+    #[error("script failed: {reason}")]
+    Script {
+        /// The exception, as the page describes it.
+        reason: String,
+    },
+
+    /// The tab backend cannot do this (the HTTP backend runs no script and
+    /// takes no screenshot).
+    #[error("the {backend} tab backend cannot {operation}")]
+    Unsupported {
+        /// The backend.
+        backend: &'static str,
+        /// What was asked.
+        operation: &'static str,
+    },
+
+    /// The storage backend (Redis, with the `redis` feature) could not be
+    /// reached, or failed a command. The connection is dropped and the next
+    /// operation reconnects (with backoff). A read can simply be retried; a
+    /// write that failed this way may or may not have been applied (its reply
+    /// was lost): read the key to find out.
+    #[error("backend failed to {operation}: {reason}")]
+    Backend {
+        /// What was being done, e.g. `get key "plan"`.
+        operation: String,
+        /// Why it failed, as the backend or the connection reported it.
+        reason: String,
+    },
+
     /// A closure run on the data-parallel pool panicked (the message is the
     /// panic's). The pool is unharmed; inside an agent, `?` fails the task.
     #[error("a parallel closure panicked: {0}")]

@@ -135,6 +135,17 @@
 //! # Ok::<(), agentry::Error>(())
 //! ```
 //!
+//! # Browser tabs
+//!
+//! Agents that browse share a few tabs through a [`TabPool`]: a
+//! [`TabLease`] is one agent's exclusive hold on one tab, given back on
+//! drop; leases wait in FIFO order with a timeout, at most
+//! `per_site_limit` of them hold one host, and a tab that crashes is
+//! replaced. Tabs are HTTP sessions ([`HttpBrowser`]) or, with the cargo
+//! feature `chrome`, tabs of a headless Chromium. Give the pool to the
+//! orchestrator ([`OrchestratorBuilder::tab_pool`]) and agents reach it
+//! through [`AgentContext::tabs`]; [the `tabs` module](tabs) has an example.
+//!
 //! # The parts, and where they live
 //!
 //! The modules follow the seed architecture's diagram, one per part:
@@ -151,13 +162,18 @@
 //! | hierarchical planning | `planning` | [`Plan`], [`Step`], [`Goal`], [`FanIn`], [`PlanHandle`], [`StepResult`] |
 //! | parallel execution | `parallel` | [`run_batch`], [`BatchOutcome`], [`ParallelPool`] |
 //! | skill library | `skills` | [`SkillLibrary`], [`Skill`], [`SkillStep`], [`SkillOutcome`], [`SkillRunError`] |
+//! | multi-tab browser coordination | `tabs` | [`TabPool`], [`TabLease`], [`Browser`], [`Tab`], [`HttpBrowser`], `ChromeBrowser` (feature `chrome`) |
 //! | identity and routing | `ids` | [`AgentId`], [`TaskId`], [`Priority`], [`Role`], [`AgentState`] |
 //! | errors | `error` | [`Error`], [`Result`] |
+//! | beyond one host (feature `redis`) | `cluster` | `RedisConfig`, `SharedMemory::redis`, `LeaderElection::redis`, `OrchestratorBuilder::redis`, `NodeStatus` |
 //!
 //! Several processes can run one orchestrator over a shared state directory
 //! ([`OrchestratorBuilder::state_dir`]): only the elected leader dispatches,
 //! accepted tasks are durable, and a new leader re-queues the unfinished
-//! ones. Not yet built: the browser tab pool of the integration layer.
+//! ones. With the cargo feature `redis`, the shared memory and the
+//! election run on a Redis server instead, and orchestrators on several
+//! hosts become nodes of one cluster sharing a task queue in Redis
+//! (`OrchestratorBuilder::redis`; `docs/SCALING.md`).
 //!
 //! In the repository, `docs/GUIDE.md` goes through every part with a
 //! runnable snippet, `docs/ARCHITECTURE.md` follows each flow of the seed
@@ -174,6 +190,9 @@
 
 mod agent;
 mod broker;
+mod clock;
+#[cfg(feature = "redis")]
+mod cluster;
 mod coordination;
 mod distributor;
 mod election;
@@ -184,6 +203,7 @@ mod orchestrator;
 pub mod parallel;
 pub mod planning;
 pub mod skills;
+pub mod tabs;
 
 pub use agent::{Agent, AgentContext, AgentSpec};
 pub use broker::{
@@ -191,6 +211,8 @@ pub use broker::{
     DeadLetter, DeadLetterReason, Delivery, Mailbox, MailboxStats, Message, MessageBroker,
     MessageKind,
 };
+#[cfg(feature = "redis")]
+pub use cluster::{DEFAULT_REDIS_NAMESPACE, DEFAULT_REDIS_TIMEOUT, RedisConfig};
 pub use coordination::{
     AutoscalePolicy, DEFAULT_CHECK_INTERVAL, DEFAULT_HANG_TIMEOUT, HealthConfig,
 };
@@ -207,6 +229,8 @@ pub use orchestrator::{
     DEFAULT_SHUTDOWN_TIMEOUT, Event, ORCHESTRATOR_ID, Orchestrator, OrchestratorBuilder,
     PoolStatus, QueueDepths, StatusReport, TaskTotals,
 };
+#[cfg(feature = "redis")]
+pub use orchestrator::{DEFAULT_VISIBILITY_TIMEOUT, NodeStatus};
 pub use parallel::{BatchOutcome, ParallelPool, run_batch};
 pub use planning::{
     DEFAULT_MAX_DEPTH, DEFAULT_PLANNER_KIND, FanIn, Goal, LevelProgress, Plan, PlanHandle,
@@ -226,3 +250,6 @@ pub use skills::{
     ActionCall, DEFAULT_RETIRE_AFTER, DEFAULT_SKILLS_KEY, Skill, SkillLibrary, SkillMatch,
     SkillOutcome, SkillRunError, SkillStats, SkillStep,
 };
+#[cfg(feature = "chrome")]
+pub use tabs::ChromeBrowser;
+pub use tabs::{Browser, HttpBrowser, Tab, TabId, TabLease, TabPool, TabPoolBuilder, TabPoolStats};

@@ -2,6 +2,8 @@
 //! takeover after kill -9 and after a freeze (SIGSTOP) under a greater epoch,
 //! resignation, configuration checks, damaged files, and fencing of the
 //! shared memory. Multi-process tests re-execute this binary as candidates.
+//! The behaviour suite runs on both backends: a directory, and (with the
+//! `redis` feature) a Redis server of the test's own.
 
 use std::collections::HashSet;
 use std::env;
@@ -12,9 +14,12 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use agentry::{ElectionConfig, ElectionEvent, Error, LeaderElection, SharedMemory};
+use agentry::{ElectionConfig, ElectionEvent, Error, LeaderElection, LeaderInfo, SharedMemory};
 
-/// Set in a child: the election directory it stands in.
+#[cfg(feature = "redis")]
+mod common;
+
+/// Set in a child: where it stands for election (see [`Venue::address`]).
 const CHILD: &str = "AGENTRY_ELECTION_CHILD";
 /// Starts every line a child reports (the test harness writes on the same
 /// stdout, not always ending its lines).
@@ -81,41 +86,6 @@ fn the_directory_is_created() {
 }
 
 #[test]
-fn only_one_candidate_acquires_even_within_one_process() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = LeaderElection::new(dir.path(), fast("a")).unwrap();
-    let b = LeaderElection::new(dir.path(), fast("b")).unwrap();
-    let first = a.try_acquire().unwrap().expect("free directory");
-    assert!(a.try_acquire().unwrap().is_none(), "same candidate again");
-    assert!(b.try_acquire().unwrap().is_none(), "another candidate");
-    let info = LeaderElection::leader_info(dir.path()).unwrap().unwrap();
-    assert_eq!(info.instance_id, "a");
-    assert_eq!(info.pid, std::process::id());
-    assert_eq!(info.epoch, first.epoch());
-    assert_eq!(first.info(), info);
-
-    let epoch = first.epoch();
-    drop(first);
-    assert_eq!(LeaderElection::leader_info(dir.path()).unwrap(), None);
-    let second = b.try_acquire().unwrap().expect("released on drop");
-    assert_eq!(second.epoch(), epoch + 1);
-    second.resign().unwrap();
-    assert_eq!(a.try_acquire().unwrap().unwrap().epoch(), epoch + 2);
-}
-
-#[test]
-fn the_epoch_survives_every_candidate() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut last = 0;
-    for round in 0..5 {
-        let election = LeaderElection::new(dir.path(), fast(&format!("c{round}"))).unwrap();
-        let leadership = election.try_acquire().unwrap().unwrap();
-        assert!(leadership.epoch() > last);
-        last = leadership.epoch();
-    }
-}
-
-#[test]
 fn a_garbage_heartbeat_record_does_not_stop_an_election() {
     let dir = tempfile::tempdir().unwrap();
     let a = LeaderElection::new(dir.path(), fast("a")).unwrap();
@@ -143,120 +113,6 @@ fn a_garbage_heartbeat_record_does_not_stop_an_election() {
     assert!(handle.epoch().unwrap() > epoch + 1);
 }
 
-#[test]
-fn a_started_candidate_leads_and_renews() {
-    let dir = tempfile::tempdir().unwrap();
-    let handle = LeaderElection::new(dir.path(), fast("solo"))
-        .unwrap()
-        .start()
-        .unwrap();
-    assert!(handle.wait_until_leader(PATIENCE));
-    let epoch = handle.epoch().unwrap();
-    assert_eq!(
-        handle.events().recv_timeout(PATIENCE).unwrap(),
-        ElectionEvent::Elected { epoch }
-    );
-    let first = LeaderElection::leader_info(dir.path()).unwrap().unwrap();
-    thread::sleep(HEARTBEAT * 5);
-    let later = LeaderElection::leader_info(dir.path()).unwrap().unwrap();
-    assert!(later.heartbeat > first.heartbeat, "heartbeats are renewed");
-    assert_eq!(handle.confirm().unwrap(), epoch);
-    assert_eq!(handle.leader().unwrap().instance_id, "solo");
-    handle.resign().unwrap();
-    assert!(!handle.is_leader());
-    assert!(matches!(
-        handle.confirm(),
-        Err(Error::NotLeader { epoch: None, .. })
-    ));
-    assert!(!handle.wait_until_leader(Duration::from_millis(1)));
-}
-
-#[test]
-fn resigning_hands_over_to_a_follower() {
-    let dir = tempfile::tempdir().unwrap();
-    let first = LeaderElection::new(dir.path(), fast("first"))
-        .unwrap()
-        .start()
-        .unwrap();
-    assert!(first.wait_until_leader(PATIENCE));
-    let epoch = first.epoch().unwrap();
-    let second = LeaderElection::new(dir.path(), fast("second"))
-        .unwrap()
-        .start()
-        .unwrap();
-    // The follower sees the leader.
-    let seen = wait_for(
-        second.events(),
-        |e| matches!(e, ElectionEvent::LeaderChanged { leader: Some(l) } if l.instance_id == "first"),
-    );
-    assert!(seen, "the follower announces the leader");
-    assert!(!second.is_leader());
-
-    first.resign().unwrap();
-    assert!(second.wait_until_leader(PATIENCE));
-    assert!(second.epoch().unwrap() > epoch);
-    let events: Vec<_> = first.events().iter().collect();
-    assert!(
-        events.contains(&ElectionEvent::Demoted { epoch }),
-        "{events:?}"
-    );
-    first.resign().unwrap();
-}
-
-#[test]
-fn a_leader_that_stops_renewing_is_deposed_and_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    // A leader that holds the lock but never renews: a frozen process, as
-    // far as the others can tell.
-    let frozen = LeaderElection::new(dir.path(), fast("frozen")).unwrap();
-    let mut stale = frozen.try_acquire().unwrap().unwrap();
-    let memory_path = dir.path().join("memory.snap");
-    let stale_memory = SharedMemory::open(&memory_path).unwrap();
-    stale_memory.fence(stale.epoch()).unwrap();
-
-    let started = Instant::now();
-    let follower = LeaderElection::new(dir.path(), fast("follower"))
-        .unwrap()
-        .start()
-        .unwrap();
-    assert!(follower.wait_until_leader(PATIENCE));
-    assert!(
-        started.elapsed() >= LEASE,
-        "took over before the lease expired"
-    );
-    let epoch = follower.epoch().unwrap();
-    assert!(epoch > stale.epoch());
-
-    let memory = SharedMemory::open(&memory_path).unwrap();
-    memory.fence(epoch).unwrap();
-    stale_memory.put("late", &1).unwrap();
-    assert!(matches!(
-        stale_memory.persist(),
-        Err(Error::NotLeader { current: Some(c), .. }) if c == epoch
-    ));
-
-    let refused = Error::NotLeader {
-        epoch: Some(stale.epoch()),
-        current: Some(epoch),
-        leader: None,
-    }
-    .to_string();
-    assert_eq!(stale.confirm().unwrap_err().to_string(), refused);
-    assert_eq!(stale.renew().unwrap_err().to_string(), refused);
-    // Releasing the deposed guard leaves the new leader's record alone, and
-    // the new leader picks up the lock.
-    drop(stale);
-    assert_eq!(
-        LeaderElection::leader_info(dir.path())
-            .unwrap()
-            .unwrap()
-            .epoch,
-        epoch
-    );
-    thread::sleep(HEARTBEAT * 3);
-    assert_eq!(follower.confirm().unwrap(), epoch);
-}
-
 fn wait_for(
     events: &crossbeam_channel::Receiver<ElectionEvent>,
     want: impl Fn(&ElectionEvent) -> bool,
@@ -277,11 +133,10 @@ fn wait_for(
 /// action, at most every few milliseconds).
 #[test]
 fn child_candidate() {
-    let Some(dir) = env::var_os(CHILD) else {
+    let Ok(address) = env::var(CHILD) else {
         return;
     };
-    let handle = LeaderElection::new(&dir, fast(&format!("pid-{}", std::process::id())))
-        .unwrap()
+    let handle = Venue::candidate_at(&address, fast(&format!("pid-{}", std::process::id())))
         .start()
         .unwrap();
     let started = Instant::now();
@@ -305,17 +160,17 @@ fn child_candidate() {
 type Line = (usize, u32, String, u64);
 
 struct Candidates {
-    dir: tempfile::TempDir,
+    venue: Venue,
     children: Vec<Option<Child>>,
     lines: mpsc::Receiver<Line>,
     send: mpsc::Sender<Line>,
 }
 
 impl Candidates {
-    fn new() -> Candidates {
+    fn new(venue: Venue) -> Candidates {
         let (send, lines) = mpsc::channel();
         Candidates {
-            dir: tempfile::tempdir().unwrap(),
+            venue,
             children: Vec::new(),
             lines,
             send,
@@ -324,7 +179,7 @@ impl Candidates {
 
     fn spawn(&mut self) -> usize {
         let index = self.children.len();
-        let mut child = spawn_child(self.dir.path());
+        let mut child = spawn_child(&self.venue.address());
         let pid = child.id();
         let stdout = child.stdout.take().unwrap();
         let send = self.send.clone();
@@ -387,7 +242,7 @@ impl Drop for Candidates {
     }
 }
 
-fn spawn_child(dir: &Path) -> Child {
+fn spawn_child(address: &str) -> Child {
     Command::new(env::current_exe().unwrap())
         .args([
             "--exact",
@@ -395,7 +250,7 @@ fn spawn_child(dir: &Path) -> Child {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env(CHILD, dir)
+        .env(CHILD, address)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap()
@@ -409,98 +264,375 @@ fn signal(name: &str, pid: u32) {
     assert!(status.success(), "kill -{name} {pid}");
 }
 
-#[test]
-fn processes_elect_one_leader_and_replace_it_after_kill_9() {
-    let mut candidates = Candidates::new();
-    for _ in 0..3 {
-        candidates.spawn();
+// ------------------------------------------------------- the two backends
+
+/// Where an election is held in a test.
+enum Venue {
+    Dir(tempfile::TempDir),
+    #[cfg(feature = "redis")]
+    Redis(common::RedisServer),
+}
+
+impl Venue {
+    /// A candidate in this election.
+    fn candidate(&self, config: ElectionConfig) -> agentry::Result<LeaderElection> {
+        match self {
+            Venue::Dir(dir) => LeaderElection::new(dir.path(), config),
+            #[cfg(feature = "redis")]
+            Venue::Redis(server) => LeaderElection::redis(server.url(), config),
+        }
     }
-    let mut epochs = HashSet::new();
-    let mut last_epoch = 0;
-    let rounds = 20;
-    for round in 0..rounds {
-        let ((leader, pid, _, epoch), passed) = candidates.next_elected();
-        assert!(
-            epoch > last_epoch,
-            "round {round}: epoch {epoch} after {last_epoch}"
-        );
-        assert!(epochs.insert(epoch), "epoch {epoch} elected twice");
-        // Nothing acted under another epoch since the previous leader died.
-        for (_, _, what, e) in &passed {
-            assert!(
-                what != "acting" || *e == last_epoch,
-                "round {round}: {what} {e} while {epoch} was next"
-            );
+
+    /// The leader its heartbeat record names.
+    fn leader(&self) -> Option<LeaderInfo> {
+        self.candidate(fast("observer")).unwrap().leader().unwrap()
+    }
+
+    /// A shared memory handle the leaders fence.
+    fn memory(&self) -> SharedMemory {
+        match self {
+            Venue::Dir(dir) => SharedMemory::open(dir.path().join("memory.snap")).unwrap(),
+            #[cfg(feature = "redis")]
+            Venue::Redis(server) => SharedMemory::redis(server.url()).unwrap(),
         }
-        assert_eq!(pid, candidates.pid(leader));
-        last_epoch = epoch;
-        // Let the leader act a little, so a second leader would show.
-        let until = Instant::now() + Duration::from_millis(30);
-        while let Ok(line) = candidates
-            .lines
-            .recv_timeout(until.saturating_duration_since(Instant::now()))
-        {
-            assert!(
-                line.2 == "acting" && line.0 == leader && line.3 == epoch,
-                "round {round}: {line:?} while {leader} leads under {epoch}"
-            );
+    }
+
+    /// What a child process is told: `dir:PATH` or `redis:URL`.
+    fn address(&self) -> String {
+        match self {
+            Venue::Dir(dir) => format!("dir:{}", dir.path().display()),
+            #[cfg(feature = "redis")]
+            Venue::Redis(server) => format!("redis:{}", server.url()),
         }
-        candidates.kill(leader);
-        candidates.spawn();
+    }
+
+    /// A candidate at an [`address`](Self::address), in a child.
+    fn candidate_at(address: &str, config: ElectionConfig) -> LeaderElection {
+        match address.split_once(':') {
+            Some(("dir", path)) => LeaderElection::new(Path::new(path), config).unwrap(),
+            #[cfg(feature = "redis")]
+            Some(("redis", url)) => LeaderElection::redis(url, config).unwrap(),
+            _ => panic!("unknown election address {address:?}"),
+        }
     }
 }
 
-#[test]
-fn a_frozen_leader_is_deposed_and_steps_down_when_it_runs_again() {
-    let mut candidates = Candidates::new();
-    let first = candidates.spawn();
-    let ((leader, _, _, epoch), _) = candidates.next_elected();
-    assert_eq!(leader, first);
-    let follower = candidates.spawn();
-    // Let the follower watch the leader's heartbeat before the freeze.
-    thread::sleep(LEASE);
+/// The behaviour every backend must show. Each test calls `venue()`, which
+/// the module invoking the suite defines.
+macro_rules! election_suite {
+    () => {
+        #[test]
+        fn only_one_candidate_acquires_even_within_one_process() {
+            let venue = venue();
+            let a = venue.candidate(fast("a")).unwrap();
+            let b = venue.candidate(fast("b")).unwrap();
+            let first = a.try_acquire().unwrap().expect("free directory");
+            assert!(a.try_acquire().unwrap().is_none(), "same candidate again");
+            assert!(b.try_acquire().unwrap().is_none(), "another candidate");
+            let info = venue.leader().unwrap();
+            assert_eq!(info.instance_id, "a");
+            assert_eq!(info.pid, std::process::id());
+            assert_eq!(info.epoch, first.epoch());
+            assert_eq!(first.info(), info);
 
-    signal("STOP", candidates.pid(leader));
-    let stopped = Instant::now();
-    let ((new_leader, _, _, new_epoch), _) = candidates.next_elected();
-    let took = stopped.elapsed();
-    assert_eq!(new_leader, follower);
-    assert!(new_epoch > epoch);
-    // The lease runs from the last heartbeat seen, at most one heartbeat
-    // interval before the freeze.
-    assert!(
-        took >= LEASE - HEARTBEAT,
-        "took over after {took:?}, before the lease"
-    );
-
-    signal("CONT", candidates.pid(leader));
-    let deadline = Instant::now() + PATIENCE;
-    let mut demoted = false;
-    let mut settle = None;
-    loop {
-        let until = settle.unwrap_or(deadline);
-        let Ok((from, _, what, e)) = candidates
-            .lines
-            .recv_timeout(until.saturating_duration_since(Instant::now()))
-        else {
-            break;
-        };
-        if from == leader {
-            match what.as_str() {
-                "demoted" => {
-                    assert_eq!(e, epoch);
-                    demoted = true;
-                    // Watch a while longer for any further action.
-                    settle = Some(Instant::now() + LEASE * 3);
-                }
-                // Lines written before the freeze may still be in the pipe,
-                // but nothing after the demotion.
-                "acting" if !demoted && e == epoch => {}
-                _ => panic!("the deposed leader said {what} {e}"),
-            }
-        } else {
-            assert_eq!((what.as_str(), e), ("acting", new_epoch));
+            let epoch = first.epoch();
+            drop(first);
+            assert_eq!(venue.leader(), None);
+            let second = b.try_acquire().unwrap().expect("released on drop");
+            assert_eq!(second.epoch(), epoch + 1);
+            second.resign().unwrap();
+            assert_eq!(a.try_acquire().unwrap().unwrap().epoch(), epoch + 2);
         }
+
+        #[test]
+        fn the_epoch_survives_every_candidate() {
+            let venue = venue();
+            let mut last = 0;
+            for round in 0..5 {
+                let election = venue.candidate(fast(&format!("c{round}"))).unwrap();
+                let leadership = election.try_acquire().unwrap().unwrap();
+                assert!(leadership.epoch() > last);
+                last = leadership.epoch();
+            }
+        }
+
+        #[test]
+        fn a_started_candidate_leads_and_renews() {
+            let venue = venue();
+            let handle = venue.candidate(fast("solo"))
+                .unwrap()
+                .start()
+                .unwrap();
+            assert!(handle.wait_until_leader(PATIENCE));
+            let epoch = handle.epoch().unwrap();
+            assert_eq!(
+                handle.events().recv_timeout(PATIENCE).unwrap(),
+                ElectionEvent::Elected { epoch }
+            );
+            let first = venue.leader().unwrap();
+            thread::sleep(HEARTBEAT * 5);
+            let later = venue.leader().unwrap();
+            assert!(later.heartbeat > first.heartbeat, "heartbeats are renewed");
+            assert_eq!(handle.confirm().unwrap(), epoch);
+            assert_eq!(handle.leader().unwrap().instance_id, "solo");
+            handle.resign().unwrap();
+            assert!(!handle.is_leader());
+            assert!(matches!(
+                handle.confirm(),
+                Err(Error::NotLeader { epoch: None, .. })
+            ));
+            assert!(!handle.wait_until_leader(Duration::from_millis(1)));
+        }
+
+        #[test]
+        fn resigning_hands_over_to_a_follower() {
+            let venue = venue();
+            let first = venue.candidate(fast("first"))
+                .unwrap()
+                .start()
+                .unwrap();
+            assert!(first.wait_until_leader(PATIENCE));
+            let epoch = first.epoch().unwrap();
+            let second = venue.candidate(fast("second"))
+                .unwrap()
+                .start()
+                .unwrap();
+            // The follower sees the leader.
+            let seen = wait_for(
+                second.events(),
+                |e| matches!(e, ElectionEvent::LeaderChanged { leader: Some(l) } if l.instance_id == "first"),
+            );
+            assert!(seen, "the follower announces the leader");
+            assert!(!second.is_leader());
+
+            first.resign().unwrap();
+            assert!(second.wait_until_leader(PATIENCE));
+            assert!(second.epoch().unwrap() > epoch);
+            let events: Vec<_> = first.events().iter().collect();
+            assert!(
+                events.contains(&ElectionEvent::Demoted { epoch }),
+                "{events:?}"
+            );
+            first.resign().unwrap();
+        }
+
+        #[test]
+        fn a_leader_that_stops_renewing_is_deposed_and_refused() {
+            let venue = venue();
+            // A leader that holds the lock but never renews: a frozen process, as
+            // far as the others can tell.
+            let frozen = venue.candidate(fast("frozen")).unwrap();
+            // The lease runs from the election on, whatever the backend.
+            let started = Instant::now();
+            let mut stale = frozen.try_acquire().unwrap().unwrap();
+            let stale_memory = venue.memory();
+            stale_memory.fence(stale.epoch()).unwrap();
+
+            let follower = venue.candidate(fast("follower"))
+                .unwrap()
+                .start()
+                .unwrap();
+            assert!(follower.wait_until_leader(PATIENCE));
+            assert!(
+                started.elapsed() >= LEASE,
+                "took over before the lease expired"
+            );
+            let epoch = follower.epoch().unwrap();
+            assert!(epoch > stale.epoch());
+
+            venue.memory().fence(epoch).unwrap();
+            // The file store refuses the deposed leader's snapshot, the Redis store
+            // the write itself.
+            let late = stale_memory
+                .put("late", &1)
+                .and_then(|_| stale_memory.persist());
+            assert!(
+                matches!(late, Err(Error::NotLeader { current: Some(c), .. }) if c == epoch),
+                "{late:?}"
+            );
+
+            let refused = Error::NotLeader {
+                epoch: Some(stale.epoch()),
+                current: Some(epoch),
+                leader: None,
+            }
+            .to_string();
+            assert_eq!(stale.confirm().unwrap_err().to_string(), refused);
+            assert_eq!(stale.renew().unwrap_err().to_string(), refused);
+            // Releasing the deposed guard leaves the new leader's record alone, and
+            // the new leader picks up the lock.
+            drop(stale);
+            assert_eq!(
+                venue.leader().unwrap().epoch,
+                epoch
+            );
+            thread::sleep(HEARTBEAT * 3);
+            assert_eq!(follower.confirm().unwrap(), epoch);
+        }
+
+        #[test]
+        fn processes_elect_one_leader_and_replace_it_after_kill_9() {
+            let mut candidates = Candidates::new(venue());
+            for _ in 0..3 {
+                candidates.spawn();
+            }
+            let mut epochs = HashSet::new();
+            let mut last_epoch = 0;
+            let rounds = 20;
+            for round in 0..rounds {
+                let ((leader, pid, _, epoch), passed) = candidates.next_elected();
+                assert!(
+                    epoch > last_epoch,
+                    "round {round}: epoch {epoch} after {last_epoch}"
+                );
+                assert!(epochs.insert(epoch), "epoch {epoch} elected twice");
+                // Nothing acted under another epoch since the previous leader died.
+                for (_, _, what, e) in &passed {
+                    assert!(
+                        what != "acting" || *e == last_epoch,
+                        "round {round}: {what} {e} while {epoch} was next"
+                    );
+                }
+                assert_eq!(pid, candidates.pid(leader));
+                last_epoch = epoch;
+                // Let the leader act a little, so a second leader would show.
+                let until = Instant::now() + Duration::from_millis(30);
+                while let Ok(line) = candidates
+                    .lines
+                    .recv_timeout(until.saturating_duration_since(Instant::now()))
+                {
+                    assert!(
+                        line.2 == "acting" && line.0 == leader && line.3 == epoch,
+                        "round {round}: {line:?} while {leader} leads under {epoch}"
+                    );
+                }
+                candidates.kill(leader);
+                candidates.spawn();
+            }
+        }
+
+        #[test]
+        fn a_frozen_leader_is_deposed_and_steps_down_when_it_runs_again() {
+            let mut candidates = Candidates::new(venue());
+            let first = candidates.spawn();
+            let ((leader, _, _, epoch), _) = candidates.next_elected();
+            assert_eq!(leader, first);
+            let follower = candidates.spawn();
+            // Let the follower watch the leader's heartbeat before the freeze.
+            thread::sleep(LEASE);
+
+            signal("STOP", candidates.pid(leader));
+            let stopped = Instant::now();
+            let ((new_leader, _, _, new_epoch), _) = candidates.next_elected();
+            let took = stopped.elapsed();
+            assert_eq!(new_leader, follower);
+            assert!(new_epoch > epoch);
+            // The lease runs from the last heartbeat seen, at most one heartbeat
+            // interval before the freeze.
+            assert!(
+                took >= LEASE - HEARTBEAT,
+                "took over after {took:?}, before the lease"
+            );
+
+            signal("CONT", candidates.pid(leader));
+            let deadline = Instant::now() + PATIENCE;
+            let mut demoted = false;
+            let mut settle = None;
+            loop {
+                let until = settle.unwrap_or(deadline);
+                let Ok((from, _, what, e)) = candidates
+                    .lines
+                    .recv_timeout(until.saturating_duration_since(Instant::now()))
+                else {
+                    break;
+                };
+                if from == leader {
+                    match what.as_str() {
+                        "demoted" => {
+                            assert_eq!(e, epoch);
+                            demoted = true;
+                            // Watch a while longer for any further action.
+                            settle = Some(Instant::now() + LEASE * 3);
+                        }
+                        // Lines written before the freeze may still be in the pipe,
+                        // but nothing after the demotion.
+                        "acting" if !demoted && e == epoch => {}
+                        _ => panic!("the deposed leader said {what} {e}"),
+                    }
+                } else {
+                    assert_eq!((what.as_str(), e), ("acting", new_epoch));
+                }
+            }
+            assert!(demoted, "the deposed leader never reported Demoted");
+        }
+    };
+}
+
+mod on_files {
+    use super::*;
+
+    fn venue() -> Venue {
+        Venue::Dir(tempfile::tempdir().unwrap())
     }
-    assert!(demoted, "the deposed leader never reported Demoted");
+
+    election_suite!();
+}
+
+#[cfg(feature = "redis")]
+mod on_redis {
+    use super::*;
+
+    fn venue() -> Venue {
+        Venue::Redis(common::RedisServer::start())
+    }
+
+    election_suite!();
+
+    // What only a remote election can show.
+
+    #[test]
+    fn a_leader_cut_off_from_redis_steps_down_and_leads_again_under_a_greater_epoch() {
+        let server = common::RedisServer::start();
+        let handle = LeaderElection::redis(server.url(), fast("a"))
+            .unwrap()
+            .start()
+            .unwrap();
+        assert!(handle.wait_until_leader(PATIENCE));
+        let epoch = handle.epoch().unwrap();
+        // A frozen server looks like a network partition: every command
+        // times out.
+        signal("STOP", server.pid());
+        let demoted = wait_for(handle.events(), |e| *e == ElectionEvent::Demoted { epoch });
+        assert!(!handle.is_leader());
+        assert!(matches!(
+            handle.confirm(),
+            Err(Error::NotLeader { epoch: None, .. })
+        ));
+        signal("CONT", server.pid());
+        assert!(demoted, "the cut-off leader never stepped down");
+        // Its lease ran out on the server meanwhile: the next election is new.
+        assert!(handle.wait_until_leader(PATIENCE));
+        assert!(handle.epoch().unwrap() > epoch);
+    }
+
+    #[test]
+    fn the_epoch_survives_a_redis_restart() {
+        let mut server = common::RedisServer::start();
+        let a = LeaderElection::redis(server.url(), fast("a")).unwrap();
+        let first = a.try_acquire().unwrap().unwrap().epoch();
+        server.restart();
+        let b = LeaderElection::redis(server.url(), fast("b")).unwrap();
+        let second = b.try_acquire().unwrap().unwrap();
+        assert!(second.epoch() > first, "an epoch was handed out twice");
+    }
+
+    #[test]
+    fn an_unreachable_server_is_a_backend_error() {
+        let url = common::RedisServer::start().url();
+        let quick = agentry::RedisConfig::new(url).timeout(Duration::from_millis(200));
+        assert!(matches!(
+            LeaderElection::redis(quick, fast("a")),
+            Err(Error::Backend { .. })
+        ));
+    }
 }

@@ -10,248 +10,405 @@ use std::thread;
 use agentry::{Durability, Error, SharedMemory, Version};
 use proptest::prelude::*;
 
+#[cfg(feature = "redis")]
+mod common;
+
 const THREADS: usize = 8;
 const ROUNDS: usize = if cfg!(miri) { 10 } else { 2_000 };
 
-#[test]
-fn seed_conflict_flow_refuses_a_stale_version() {
-    let memory = SharedMemory::in_memory();
-    let v1 = memory.put("task/1", &"queued").unwrap();
-    let read = memory.get::<String>("task/1").unwrap().unwrap();
-    assert_eq!(read.value, "queued");
-    assert_eq!(read.version, v1);
+// ---------- behaviour: one suite, run on every backend
 
-    let v2 = memory.set("task/1", &"running", read.version).unwrap();
-    assert!(v2 > v1);
+/// The behaviour every backend must show. Each test calls `fresh()`, which
+/// the module invoking the suite defines: an empty store, and whatever must
+/// live as long as it (a Redis server). `$rounds` scales the contention
+/// loops (a round trip per operation on Redis).
+macro_rules! behaviour_suite {
+    ($rounds:expr) => {
+        #[test]
+        fn seed_conflict_flow_refuses_a_stale_version() {
+            let (_server, memory) = fresh();
+            let v1 = memory.put("task/1", &"queued").unwrap();
+            let read = memory.get::<String>("task/1").unwrap().unwrap();
+            assert_eq!(read.value, "queued");
+            assert_eq!(read.version, v1);
 
-    match memory.set("task/1", &"done", read.version) {
-        Err(Error::Conflict {
-            key,
-            expected,
-            actual,
-        }) => {
-            assert_eq!(key, "task/1");
-            assert_eq!(expected, v1);
-            assert_eq!(actual, v2);
-        }
-        other => panic!("expected a conflict, got {other:?}"),
-    }
-    assert_eq!(
-        memory.get::<String>("task/1").unwrap().unwrap().value,
-        "running"
-    );
-}
+            let v2 = memory.set("task/1", &"running", read.version).unwrap();
+            assert!(v2 > v1);
 
-#[test]
-fn set_with_none_creates_only_if_absent() {
-    let memory = SharedMemory::in_memory();
-    let v = memory.set("k", &1u32, Version::NONE).unwrap();
-    assert!(!v.is_none());
-    match memory.set("k", &2u32, Version::NONE) {
-        Err(Error::Conflict { actual, .. }) => assert_eq!(actual, v),
-        other => panic!("expected a conflict, got {other:?}"),
-    }
-    assert_eq!(memory.get::<u32>("k").unwrap().unwrap().value, 1);
-}
-
-#[test]
-fn set_on_an_absent_key_with_a_version_conflicts_with_none() {
-    let memory = SharedMemory::in_memory();
-    match memory.set("k", &1u32, Version::new(5)) {
-        Err(Error::Conflict { actual, .. }) => assert_eq!(actual, Version::NONE),
-        other => panic!("expected a conflict, got {other:?}"),
-    }
-    assert!(memory.is_empty());
-}
-
-#[test]
-fn every_write_gets_a_strictly_greater_version() {
-    let memory = SharedMemory::in_memory();
-    let mut last = Version::NONE;
-    for i in 0..100u32 {
-        let v = memory.put(&format!("k{}", i % 7), &i).unwrap();
-        assert!(v > last);
-        last = v;
-    }
-    assert_eq!(memory.version(), last);
-}
-
-#[test]
-fn increments_from_eight_threads_are_exact() {
-    let memory = SharedMemory::in_memory();
-    thread::scope(|s| {
-        for _ in 0..THREADS {
-            s.spawn(|| {
-                for _ in 0..ROUNDS {
-                    memory.increment("counter", 1).unwrap();
+            match memory.set("task/1", &"done", read.version) {
+                Err(Error::Conflict {
+                    key,
+                    expected,
+                    actual,
+                }) => {
+                    assert_eq!(key, "task/1");
+                    assert_eq!(expected, v1);
+                    assert_eq!(actual, v2);
                 }
-            });
+                other => panic!("expected a conflict, got {other:?}"),
+            }
+            assert_eq!(
+                memory.get::<String>("task/1").unwrap().unwrap().value,
+                "running"
+            );
         }
-    });
-    let total = (THREADS * ROUNDS) as i64;
-    assert_eq!(memory.get::<i64>("counter").unwrap().unwrap().value, total);
-    assert_eq!(memory.increment("counter", -total).unwrap(), 0);
-}
 
-#[test]
-fn increment_overflow_is_an_error_and_leaves_the_counter() {
-    let memory = SharedMemory::in_memory();
-    memory.increment("c", i64::MAX).unwrap();
-    assert!(matches!(
-        memory.increment("c", 1),
-        Err(Error::InvalidInput(_))
-    ));
-    assert_eq!(memory.get::<i64>("c").unwrap().unwrap().value, i64::MAX);
-}
+        #[test]
+        fn set_with_none_creates_only_if_absent() {
+            let (_server, memory) = fresh();
+            let v = memory.set("k", &1u32, Version::NONE).unwrap();
+            assert!(!v.is_none());
+            match memory.set("k", &2u32, Version::NONE) {
+                Err(Error::Conflict { actual, .. }) => assert_eq!(actual, v),
+                other => panic!("expected a conflict, got {other:?}"),
+            }
+            assert_eq!(memory.get::<u32>("k").unwrap().unwrap().value, 1);
+        }
 
-#[test]
-fn compare_and_set_retry_loops_lose_no_update() {
-    let memory = SharedMemory::in_memory();
-    memory.put("list", &Vec::<u32>::new()).unwrap();
-    let conflicts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    thread::scope(|s| {
-        for t in 0..THREADS as u32 {
-            let memory = memory.clone();
-            let conflicts = Arc::clone(&conflicts);
-            s.spawn(move || {
-                for i in 0..(ROUNDS / 10) as u32 {
-                    loop {
-                        let mut read = memory.get::<Vec<u32>>("list").unwrap().unwrap();
-                        read.value.push(t * 1_000_000 + i);
-                        match memory.set("list", &read.value, read.version) {
-                            Ok(_) => break,
-                            Err(e) if e.is_conflict() => {
-                                conflicts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            }
-                            Err(e) => panic!("{e}"),
+        #[test]
+        fn set_on_an_absent_key_with_a_version_conflicts_with_none() {
+            let (_server, memory) = fresh();
+            match memory.set("k", &1u32, Version::new(5)) {
+                Err(Error::Conflict { actual, .. }) => assert_eq!(actual, Version::NONE),
+                other => panic!("expected a conflict, got {other:?}"),
+            }
+            assert!(memory.is_empty());
+        }
+
+        #[test]
+        fn every_write_gets_a_strictly_greater_version() {
+            let (_server, memory) = fresh();
+            let mut last = Version::NONE;
+            for i in 0..100u32 {
+                let v = memory.put(&format!("k{}", i % 7), &i).unwrap();
+                assert!(v > last);
+                last = v;
+            }
+            assert_eq!(memory.version(), last);
+        }
+
+        #[test]
+        fn increments_from_eight_threads_are_exact() {
+            let (_server, memory) = fresh();
+            thread::scope(|s| {
+                for _ in 0..THREADS {
+                    s.spawn(|| {
+                        for _ in 0..$rounds {
+                            memory.increment("counter", 1).unwrap();
                         }
-                    }
+                    });
                 }
             });
+            let total = (THREADS * $rounds) as i64;
+            assert_eq!(memory.get::<i64>("counter").unwrap().unwrap().value, total);
+            assert_eq!(memory.increment("counter", -total).unwrap(), 0);
         }
-    });
-    let mut list = memory.get::<Vec<u32>>("list").unwrap().unwrap().value;
-    assert_eq!(list.len(), THREADS * ROUNDS / 10);
-    list.sort_unstable();
-    list.dedup();
-    assert_eq!(
-        list.len(),
-        THREADS * ROUNDS / 10,
-        "an update was applied twice"
-    );
-}
 
-#[test]
-fn update_is_atomic_under_contention() {
-    let memory = SharedMemory::in_memory();
-    thread::scope(|s| {
-        for _ in 0..THREADS {
-            s.spawn(|| {
-                for _ in 0..ROUNDS {
-                    memory
-                        .update("pair", |pair: Option<(u64, u64)>| {
-                            let (a, b) = pair.unwrap_or_default();
-                            assert_eq!(a, b, "update saw a half-applied write");
-                            (a + 1, b + 1)
-                        })
-                        .unwrap();
+        #[test]
+        fn increment_overflow_is_an_error_and_leaves_the_counter() {
+            let (_server, memory) = fresh();
+            memory.increment("c", i64::MAX).unwrap();
+            assert!(matches!(
+                memory.increment("c", 1),
+                Err(Error::InvalidInput(_))
+            ));
+            assert_eq!(memory.get::<i64>("c").unwrap().unwrap().value, i64::MAX);
+        }
+
+        #[test]
+        fn compare_and_set_retry_loops_lose_no_update() {
+            let (_server, memory) = fresh();
+            memory.put("list", &Vec::<u32>::new()).unwrap();
+            let conflicts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            thread::scope(|s| {
+                for t in 0..THREADS as u32 {
+                    let memory = memory.clone();
+                    let conflicts = Arc::clone(&conflicts);
+                    s.spawn(move || {
+                        for i in 0..($rounds / 10) as u32 {
+                            loop {
+                                let mut read = memory.get::<Vec<u32>>("list").unwrap().unwrap();
+                                read.value.push(t * 1_000_000 + i);
+                                match memory.set("list", &read.value, read.version) {
+                                    Ok(_) => break,
+                                    Err(e) if e.is_conflict() => {
+                                        conflicts
+                                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                    }
+                                    Err(e) => panic!("{e}"),
+                                }
+                            }
+                        }
+                    });
                 }
             });
+            let mut list = memory.get::<Vec<u32>>("list").unwrap().unwrap().value;
+            assert_eq!(list.len(), THREADS * $rounds / 10);
+            list.sort_unstable();
+            list.dedup();
+            assert_eq!(
+                list.len(),
+                THREADS * $rounds / 10,
+                "an update was applied twice"
+            );
         }
-    });
-    let pair = memory.get::<(u64, u64)>("pair").unwrap().unwrap().value;
-    assert_eq!(pair, ((THREADS * ROUNDS) as u64, (THREADS * ROUNDS) as u64));
-}
 
-#[test]
-fn update_returns_the_new_value_and_version() {
-    let memory = SharedMemory::in_memory();
-    let first = memory
-        .update("k", |v: Option<String>| v.unwrap_or_default() + "a")
-        .unwrap();
-    let second = memory
-        .update("k", |v: Option<String>| v.unwrap_or_default() + "b")
-        .unwrap();
-    assert_eq!(second.value, "ab");
-    assert!(second.version > first.version);
-    assert_eq!(
-        memory.get::<String>("k").unwrap().unwrap().version,
-        second.version
-    );
-}
-
-#[test]
-fn update_of_a_value_of_another_type_is_a_codec_error_and_changes_nothing() {
-    let memory = SharedMemory::in_memory();
-    let v = memory.put("k", &"text").unwrap();
-    let result = memory.update("k", |_: Option<u64>| panic!("must not be called"));
-    assert!(matches!(result, Err(Error::Codec(_))));
-    assert_eq!(memory.get::<String>("k").unwrap().unwrap().version, v);
-}
-
-#[test]
-fn delete_of_an_absent_key_returns_false() {
-    let memory = SharedMemory::in_memory();
-    assert!(!memory.delete("nothing").unwrap());
-    memory.put("k", &1).unwrap();
-    assert!(memory.delete("k").unwrap());
-    assert!(!memory.delete("k").unwrap());
-    assert!(memory.get::<i32>("k").unwrap().is_none());
-    assert!(!memory.contains_key("k"));
-}
-
-#[test]
-fn a_key_recreated_after_delete_gets_a_fresh_greater_version() {
-    let memory = SharedMemory::in_memory();
-    let v1 = memory.put("k", &1).unwrap();
-    memory.delete("k").unwrap();
-    let deleted_at = memory.version();
-    assert!(deleted_at > v1);
-    let v2 = memory.set("k", &2, Version::NONE).unwrap();
-    assert!(v2 > deleted_at);
-}
-
-#[test]
-fn conditional_delete_conflicts_on_a_stale_version() {
-    let memory = SharedMemory::in_memory();
-    let v1 = memory.put("k", &1).unwrap();
-    let v2 = memory.put("k", &2).unwrap();
-    match memory.delete_if("k", v1) {
-        Err(Error::Conflict {
-            expected, actual, ..
-        }) => {
-            assert_eq!((expected, actual), (v1, v2));
+        #[test]
+        fn update_is_atomic_under_contention() {
+            let (_server, memory) = fresh();
+            thread::scope(|s| {
+                for _ in 0..THREADS {
+                    s.spawn(|| {
+                        for _ in 0..$rounds {
+                            memory
+                                .update("pair", |pair: Option<(u64, u64)>| {
+                                    let (a, b) = pair.unwrap_or_default();
+                                    assert_eq!(a, b, "update saw a half-applied write");
+                                    (a + 1, b + 1)
+                                })
+                                .unwrap();
+                        }
+                    });
+                }
+            });
+            let pair = memory.get::<(u64, u64)>("pair").unwrap().unwrap().value;
+            assert_eq!(
+                pair,
+                ((THREADS * $rounds) as u64, (THREADS * $rounds) as u64)
+            );
         }
-        other => panic!("expected a conflict, got {other:?}"),
-    }
-    assert!(memory.contains_key("k"));
-    assert!(memory.delete_if("k", v2).unwrap());
-    assert!(!memory.delete_if("k", Version::NONE).unwrap());
+
+        #[test]
+        fn update_returns_the_new_value_and_version() {
+            let (_server, memory) = fresh();
+            let first = memory
+                .update("k", |v: Option<String>| v.unwrap_or_default() + "a")
+                .unwrap();
+            let second = memory
+                .update("k", |v: Option<String>| v.unwrap_or_default() + "b")
+                .unwrap();
+            assert_eq!(second.value, "ab");
+            assert!(second.version > first.version);
+            assert_eq!(
+                memory.get::<String>("k").unwrap().unwrap().version,
+                second.version
+            );
+        }
+
+        #[test]
+        fn update_of_a_value_of_another_type_is_a_codec_error_and_changes_nothing() {
+            let (_server, memory) = fresh();
+            let v = memory.put("k", &"text").unwrap();
+            let result = memory.update("k", |_: Option<u64>| panic!("must not be called"));
+            assert!(matches!(result, Err(Error::Codec(_))));
+            assert_eq!(memory.get::<String>("k").unwrap().unwrap().version, v);
+        }
+
+        #[test]
+        fn delete_of_an_absent_key_returns_false() {
+            let (_server, memory) = fresh();
+            assert!(!memory.delete("nothing").unwrap());
+            memory.put("k", &1).unwrap();
+            assert!(memory.delete("k").unwrap());
+            assert!(!memory.delete("k").unwrap());
+            assert!(memory.get::<i32>("k").unwrap().is_none());
+            assert!(!memory.contains_key("k"));
+        }
+
+        #[test]
+        fn a_key_recreated_after_delete_gets_a_fresh_greater_version() {
+            let (_server, memory) = fresh();
+            let v1 = memory.put("k", &1).unwrap();
+            memory.delete("k").unwrap();
+            let deleted_at = memory.version();
+            assert!(deleted_at > v1);
+            let v2 = memory.set("k", &2, Version::NONE).unwrap();
+            assert!(v2 > deleted_at);
+        }
+
+        #[test]
+        fn conditional_delete_conflicts_on_a_stale_version() {
+            let (_server, memory) = fresh();
+            let v1 = memory.put("k", &1).unwrap();
+            let v2 = memory.put("k", &2).unwrap();
+            match memory.delete_if("k", v1) {
+                Err(Error::Conflict {
+                    expected, actual, ..
+                }) => {
+                    assert_eq!((expected, actual), (v1, v2));
+                }
+                other => panic!("expected a conflict, got {other:?}"),
+            }
+            assert!(memory.contains_key("k"));
+            assert!(memory.delete_if("k", v2).unwrap());
+            assert!(!memory.delete_if("k", Version::NONE).unwrap());
+        }
+
+        #[test]
+        fn get_as_the_wrong_type_is_a_codec_error() {
+            let (_server, memory) = fresh();
+            memory.put("name", &"agentry").unwrap();
+            memory.put("n", &7u64).unwrap();
+            assert!(matches!(memory.get::<u64>("name"), Err(Error::Codec(_))));
+            assert!(matches!(memory.get::<String>("n"), Err(Error::Codec(_))));
+            assert!(matches!(memory.increment("name", 1), Err(Error::Codec(_))));
+        }
+
+        #[test]
+        fn len_keys_and_is_empty_follow_the_writes() {
+            let (_server, memory) = fresh();
+            assert!(memory.is_empty());
+            for i in 0..50 {
+                memory.put(&format!("k{i}"), &i).unwrap();
+            }
+            memory.delete("k7").unwrap();
+            assert_eq!(memory.len(), 49);
+            let mut keys = memory.keys();
+            keys.sort();
+            assert_eq!(keys.len(), 49);
+            assert!(!keys.contains(&"k7".to_owned()));
+        }
+    };
 }
 
-#[test]
-fn get_as_the_wrong_type_is_a_codec_error() {
-    let memory = SharedMemory::in_memory();
-    memory.put("name", &"agentry").unwrap();
-    memory.put("n", &7u64).unwrap();
-    assert!(matches!(memory.get::<u64>("name"), Err(Error::Codec(_))));
-    assert!(matches!(memory.get::<String>("n"), Err(Error::Codec(_))));
-    assert!(matches!(memory.increment("name", 1), Err(Error::Codec(_))));
+mod in_process {
+    use super::*;
+
+    fn fresh() -> ((), SharedMemory) {
+        ((), SharedMemory::in_memory())
+    }
+
+    behaviour_suite!(ROUNDS);
 }
 
-#[test]
-fn len_keys_and_is_empty_follow_the_writes() {
-    let memory = SharedMemory::in_memory();
-    assert!(memory.is_empty());
-    for i in 0..50 {
-        memory.put(&format!("k{i}"), &i).unwrap();
+#[cfg(feature = "redis")]
+mod on_redis {
+    use super::*;
+    use crate::common::RedisServer;
+    use agentry::RedisConfig;
+
+    fn fresh() -> (RedisServer, SharedMemory) {
+        let server = RedisServer::start();
+        let memory = SharedMemory::redis(server.url()).unwrap();
+        (server, memory)
     }
-    memory.delete("k7").unwrap();
-    assert_eq!(memory.len(), 49);
-    let mut keys = memory.keys();
-    keys.sort();
-    assert_eq!(keys.len(), 49);
-    assert!(!keys.contains(&"k7".to_owned()));
+
+    behaviour_suite!(ROUNDS / 10);
+
+    // What only a shared, remote store can show.
+
+    #[test]
+    fn handles_in_different_connections_are_one_store() {
+        let (server, a) = fresh();
+        let b = SharedMemory::redis(server.url()).unwrap();
+        let v = a.put("k", &"from a").unwrap();
+        let read = b.get::<String>("k").unwrap().unwrap();
+        assert_eq!((read.value.as_str(), read.version), ("from a", v));
+        assert!(b.put("other", &1).unwrap() > v);
+        assert_eq!(a.version(), b.version());
+    }
+
+    #[test]
+    fn namespaces_on_one_server_do_not_share_keys() {
+        let (server, default) = fresh();
+        let other = SharedMemory::redis(RedisConfig::new(server.url()).namespace("other")).unwrap();
+        default.put("k", &1).unwrap();
+        assert!(!other.contains_key("k"));
+        assert!(other.is_empty());
+    }
+
+    #[test]
+    fn a_deposed_handle_is_fenced_off_on_every_write() {
+        let (server, deposed) = fresh();
+        deposed.fence(1).unwrap();
+        deposed.put("before", &1).unwrap();
+        let leader = SharedMemory::redis(server.url()).unwrap();
+        assert_eq!(leader.epoch(), 1, "a new handle adopts the store's epoch");
+        assert!(matches!(
+            leader.fence(0),
+            Err(Error::NotLeader {
+                epoch: Some(0),
+                current: Some(1),
+                ..
+            })
+        ));
+        leader.fence(2).unwrap();
+        let refused = |result: Result<(), Error>| {
+            assert!(
+                matches!(
+                    result,
+                    Err(Error::NotLeader {
+                        epoch: Some(1),
+                        current: Some(2),
+                        ..
+                    })
+                ),
+                "{result:?}"
+            );
+        };
+        refused(deposed.put("late", &1).map(drop));
+        refused(deposed.set("before", &2, Version::NONE).map(drop));
+        refused(deposed.increment("n", 1).map(drop));
+        refused(
+            deposed
+                .update("before", |v: Option<i32>| v.unwrap_or(0))
+                .map(drop),
+        );
+        refused(deposed.delete("before").map(drop));
+        refused(deposed.persist());
+        leader.put("mine", &2).unwrap();
+        leader.persist().unwrap();
+        let mut keys = leader.keys();
+        keys.sort();
+        assert_eq!(keys, ["before", "mine"]);
+    }
+
+    #[test]
+    fn a_dead_server_is_a_backend_error_and_a_restarted_one_is_found_again() {
+        let mut server = RedisServer::start();
+        let config = RedisConfig::new(server.url()).timeout(std::time::Duration::from_secs(1));
+        let memory = SharedMemory::redis(config).unwrap();
+        let v = memory.put("kept", &"acknowledged").unwrap();
+        server.restart();
+        // The pooled connection died with the old server: a read is retried
+        // on a fresh connection, and the AOF brought the write back.
+        let read = memory.get::<String>("kept").unwrap().unwrap();
+        assert_eq!((read.value.as_str(), read.version), ("acknowledged", v));
+        assert!(memory.put("after", &1).unwrap() > v);
+
+        let url = server.url();
+        drop(server);
+        let quick = SharedMemory::redis(
+            RedisConfig::new(url).timeout(std::time::Duration::from_millis(300)),
+        );
+        assert!(matches!(quick, Err(Error::Backend { .. })), "{quick:?}");
+        match memory.put("lost", &1) {
+            Err(e @ Error::Backend { .. }) => assert!(e.to_string().contains("\"lost\""), "{e}"),
+            other => panic!("expected a backend error, got {other:?}"),
+        }
+        assert!(matches!(
+            memory.get::<i32>("kept"),
+            Err(Error::Backend { .. })
+        ));
+        assert_eq!(memory.len(), 0, "an infallible read answers as if empty");
+    }
+
+    #[test]
+    fn bad_configurations_are_refused() {
+        for config in [
+            RedisConfig::new("not a url"),
+            RedisConfig::new("redis://127.0.0.1:1/").namespace(""),
+            RedisConfig::new("redis://127.0.0.1:1/").timeout(std::time::Duration::ZERO),
+        ] {
+            assert!(
+                matches!(
+                    SharedMemory::redis(config.clone()),
+                    Err(Error::InvalidConfig(_))
+                ),
+                "{config:?}"
+            );
+        }
+    }
 }
 
 // ---------- persistence

@@ -1,5 +1,7 @@
 //! The task flow end to end: priorities, routing, retries, panics,
 //! timeouts, cancellation, dependencies, many tasks, shutdown and status.
+//! The part of it a cluster node on Redis supports (retries, panics,
+//! timeouts, subtasks, spreading, retention) runs on both backends.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -9,8 +11,11 @@ use std::time::{Duration, Instant};
 
 use agentry::{
     AgentContext, AgentSpec, AgentState, AutoscalePolicy, Error, Event, Message, Orchestrator,
-    Output, Priority, Role, Task, TaskError, TaskStatus,
+    OrchestratorBuilder, Output, Priority, Role, Task, TaskError, TaskStatus,
 };
+
+#[cfg(feature = "redis")]
+mod common;
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use parking_lot::Mutex;
 
@@ -288,188 +293,6 @@ fn a_task_nobody_can_serve_is_refused_at_submit() {
 }
 
 #[test]
-fn work_spreads_across_agents() {
-    let orchestrator = Orchestrator::builder()
-        .agents(Role::Extractor, 4, || {
-            |_: &Task, _: &AgentContext| {
-                thread::sleep(Duration::from_millis(2));
-                Ok(Output::empty())
-            }
-        })
-        .autoscale(AutoscalePolicy::disabled())
-        .build()
-        .unwrap();
-    let ids = orchestrator
-        .submit_batch((0..200).map(|_| Task::new("work")))
-        .unwrap();
-    let mut per_agent = std::collections::HashMap::new();
-    for id in ids {
-        let result = orchestrator.wait(id, PATIENCE).unwrap();
-        *per_agent.entry(result.agent().unwrap()).or_insert(0) += 1;
-    }
-    assert_eq!(per_agent.len(), 4, "{per_agent:?}");
-    for (&agent, &count) in &per_agent {
-        assert!(
-            count >= 20,
-            "{agent} ran only {count} of 200: {per_agent:?}"
-        );
-    }
-}
-
-#[test]
-fn retryable_errors_retry_until_the_last_attempt_and_keep_the_last_error() {
-    let orchestrator = Orchestrator::builder()
-        .agents(Role::Validator, 2, || {
-            |task: &Task, _: &AgentContext| {
-                Err(TaskError::retryable(format!(
-                    "attempt {} failed",
-                    task.attempt()
-                )))
-            }
-        })
-        .build()
-        .unwrap();
-    let id = orchestrator
-        .submit(Task::new("flaky").with_max_attempts(3))
-        .unwrap();
-    let result = orchestrator.wait(id, PATIENCE).unwrap();
-    assert_eq!(result.status(), TaskStatus::Failed);
-    assert_eq!(result.attempts(), 3);
-    assert_eq!(result.error(), Some("attempt 3 failed"));
-    assert!(!result.is_success());
-    assert!(result.output::<()>().is_err());
-    assert_eq!(orchestrator.status().totals.retried, 2);
-    let retried: Vec<Event> = orchestrator
-        .events()
-        .try_iter()
-        .filter(|e| matches!(e, Event::TaskRetried { .. }))
-        .collect();
-    assert_eq!(retried.len(), 2);
-}
-
-#[test]
-fn a_retry_can_succeed() {
-    let orchestrator = Orchestrator::builder()
-        .agents(Role::Validator, 1, || {
-            |task: &Task, _: &AgentContext| {
-                if task.attempt() < 2 {
-                    Err(TaskError::retryable("not yet"))
-                } else {
-                    Ok(Output::encode(&task.attempt())?)
-                }
-            }
-        })
-        .build()
-        .unwrap();
-    let id = orchestrator
-        .submit(Task::new("t").with_max_attempts(5))
-        .unwrap();
-    let result = orchestrator.wait(id, PATIENCE).unwrap();
-    assert!(result.is_success());
-    assert_eq!(result.attempts(), 2);
-    assert_eq!(result.output::<u32>().unwrap(), 2);
-}
-
-#[test]
-fn fatal_errors_fail_at_once() {
-    let orchestrator = Orchestrator::builder()
-        .agents(Role::Validator, 1, || {
-            |_: &Task, _: &AgentContext| Err(TaskError::fatal("malformed input"))
-        })
-        .build()
-        .unwrap();
-    let id = orchestrator
-        .submit(Task::new("t").with_max_attempts(5))
-        .unwrap();
-    let result = orchestrator.wait(id, PATIENCE).unwrap();
-    assert_eq!(result.status(), TaskStatus::Failed);
-    assert_eq!(result.attempts(), 1);
-    assert_eq!(result.error(), Some("malformed input"));
-}
-
-#[test]
-fn a_panicking_agent_fails_the_attempt_the_task_retries_and_the_agent_is_replaced() {
-    let orchestrator = Orchestrator::builder()
-        .agents(Role::Planner, 1, || {
-            |task: &Task, _: &AgentContext| {
-                if task.attempt() == 1 {
-                    panic!("boom on attempt one");
-                }
-                Ok(Output::empty())
-            }
-        })
-        .build()
-        .unwrap();
-    let id = orchestrator
-        .submit(Task::new("t").with_max_attempts(2))
-        .unwrap();
-    let result = orchestrator.wait(id, PATIENCE).unwrap();
-    assert!(result.is_success(), "{result:?}");
-    assert_eq!(result.attempts(), 2);
-    let events: Vec<Event> = orchestrator.events().try_iter().collect();
-    let failed = events.iter().find_map(|e| match e {
-        Event::AgentFailed { agent, reason } if reason.contains("boom on attempt one") => {
-            Some(*agent)
-        }
-        _ => None,
-    });
-    let failed = failed.expect("the panic is reported");
-    // The retry ran on the replacement, not on the agent that panicked.
-    assert_ne!(result.agent(), Some(failed));
-    let status = orchestrator.status();
-    assert_eq!(status.agents().len(), 1);
-    assert_ne!(status.agents()[0].id, failed);
-    assert_ne!(status.agents()[0].state, AgentState::Error);
-
-    let once = Orchestrator::builder()
-        .agents(Role::Planner, 1, || {
-            |_: &Task, _: &AgentContext| -> Outcome { panic!("always") }
-        })
-        .build()
-        .unwrap();
-    let result = once
-        .wait(once.submit(Task::new("t")).unwrap(), PATIENCE)
-        .unwrap();
-    assert_eq!(result.status(), TaskStatus::Failed);
-    assert!(result.error().unwrap().contains("always"), "{result:?}");
-}
-
-#[test]
-fn a_task_past_its_timeout_times_out_at_its_deadline() {
-    let (release, gate) = bounded::<()>(1);
-    let orchestrator = Orchestrator::builder()
-        .agents(Role::Researcher, 1, move || {
-            let gate = gate.clone();
-            move |_: &Task, _: &AgentContext| {
-                let _ = gate.recv_timeout(PATIENCE);
-                Ok(Output::empty())
-            }
-        })
-        .build()
-        .unwrap();
-    let started = Instant::now();
-    let id = orchestrator
-        .submit(Task::new("slow").with_timeout(Duration::from_millis(100)))
-        .unwrap();
-    let result = orchestrator.wait(id, PATIENCE).unwrap();
-    assert!(started.elapsed() >= Duration::from_millis(100));
-    assert!(started.elapsed() < PATIENCE);
-    assert_eq!(result.status(), TaskStatus::TimedOut);
-    assert!(result.error().unwrap().contains("timed out"));
-    release.send(()).unwrap();
-    // The late result is ignored, and counted.
-    let deadline = Instant::now() + PATIENCE;
-    while orchestrator.status().totals.late_results == 0 {
-        assert!(Instant::now() < deadline);
-        thread::sleep(Duration::from_millis(5));
-    }
-    assert_eq!(
-        orchestrator.result(id).unwrap().status(),
-        TaskStatus::TimedOut
-    );
-}
-
-#[test]
 fn wait_times_out_while_the_task_runs() {
     let held = held_agent();
     let id = held.orchestrator.submit(Task::new("queued")).unwrap();
@@ -701,34 +524,6 @@ fn agents_cooperate_through_shared_memory_and_messages() {
 }
 
 #[test]
-fn agents_submit_subtasks() {
-    let orchestrator = Orchestrator::builder()
-        .agents(Role::Planner, 2, || {
-            |task: &Task, ctx: &AgentContext| {
-                if task.kind() == "plan" {
-                    let ids: Vec<_> = (0..3)
-                        .map(|i| {
-                            ctx.submit(Task::new(format!("step-{i}")).with_role(Role::Planner))
-                        })
-                        .collect::<agentry::Result<_>>()?;
-                    Ok(Output::encode(&ids)?)
-                } else {
-                    Ok(Output::empty())
-                }
-            }
-        })
-        .build()
-        .unwrap();
-    let plan = orchestrator
-        .wait(orchestrator.submit(Task::new("plan")).unwrap(), PATIENCE)
-        .unwrap();
-    let steps: Vec<agentry::TaskId> = plan.output().unwrap();
-    for step in steps {
-        assert!(orchestrator.wait(step, PATIENCE).unwrap().is_success());
-    }
-}
-
-#[test]
 fn shutdown_lets_running_tasks_finish_and_never_starts_queued_ones() {
     let (entered_tx, entered) = unbounded();
     let finished = Arc::new(AtomicUsize::new(0));
@@ -863,26 +658,6 @@ fn status_report_has_a_row_per_agent_queues_and_totals() {
 }
 
 #[test]
-fn results_beyond_the_retention_are_evicted_oldest_first() {
-    let orchestrator = Orchestrator::builder()
-        .agents(Role::Researcher, 1, || ok)
-        .result_retention(10)
-        .build()
-        .unwrap();
-    let ids: Vec<_> = (0..30)
-        .map(|_| {
-            let id = orchestrator.submit(Task::new("t")).unwrap();
-            orchestrator.wait(id, PATIENCE).unwrap();
-            id
-        })
-        .collect();
-    assert!(orchestrator.result(ids[0]).is_none());
-    assert!(orchestrator.result(ids[19]).is_none());
-    assert!(orchestrator.result(ids[20]).is_some());
-    assert!(orchestrator.result(ids[29]).is_some());
-}
-
-#[test]
 fn invalid_configurations_are_refused() {
     assert!(matches!(
         Orchestrator::builder().build(),
@@ -932,4 +707,305 @@ fn agent_threads_are_named_after_their_role() {
         name == "agentry-translator-1" || name == "agentry-translator-2",
         "{name}"
     );
+}
+
+// ------------------------------------------------ on both backends
+
+/// Where a suite test's orchestrators keep their tasks.
+enum Backend {
+    InProcess,
+    /// A server of the test's own; each orchestrator gets a namespace of its
+    /// own, so two in one test are two clusters, as two in-process ones are
+    /// two orchestrators.
+    #[cfg(feature = "redis")]
+    Redis(common::RedisServer, AtomicUsize),
+}
+
+impl Backend {
+    fn builder(&self) -> OrchestratorBuilder {
+        match self {
+            Backend::InProcess => Orchestrator::builder(),
+            #[cfg(feature = "redis")]
+            Backend::Redis(server, next) => Orchestrator::builder().redis(
+                agentry::RedisConfig::new(server.url())
+                    .namespace(format!("test-{}", next.fetch_add(1, Ordering::Relaxed))),
+            ),
+        }
+    }
+}
+
+/// The task-flow behaviour every backend must show. Each test calls
+/// `backend()`, which the module invoking the suite defines.
+macro_rules! task_flow_suite {
+    () => {
+        #[test]
+        fn work_spreads_across_agents() {
+            let backend = backend();
+            let orchestrator = backend
+                .builder()
+                .agents(Role::Extractor, 4, || {
+                    |_: &Task, _: &AgentContext| {
+                        thread::sleep(Duration::from_millis(2));
+                        Ok(Output::empty())
+                    }
+                })
+                .autoscale(AutoscalePolicy::disabled())
+                .build()
+                .unwrap();
+            let ids = orchestrator
+                .submit_batch((0..200).map(|_| Task::new("work")))
+                .unwrap();
+            let mut per_agent = std::collections::HashMap::new();
+            for id in ids {
+                let result = orchestrator.wait(id, PATIENCE).unwrap();
+                *per_agent.entry(result.agent().unwrap()).or_insert(0) += 1;
+            }
+            assert_eq!(per_agent.len(), 4, "{per_agent:?}");
+            for (&agent, &count) in &per_agent {
+                assert!(
+                    count >= 20,
+                    "{agent} ran only {count} of 200: {per_agent:?}"
+                );
+            }
+        }
+
+        #[test]
+        fn retryable_errors_retry_until_the_last_attempt_and_keep_the_last_error() {
+            let backend = backend();
+            let orchestrator = backend
+                .builder()
+                .agents(Role::Validator, 2, || {
+                    |task: &Task, _: &AgentContext| {
+                        Err(TaskError::retryable(format!(
+                            "attempt {} failed",
+                            task.attempt()
+                        )))
+                    }
+                })
+                .build()
+                .unwrap();
+            let id = orchestrator
+                .submit(Task::new("flaky").with_max_attempts(3))
+                .unwrap();
+            let result = orchestrator.wait(id, PATIENCE).unwrap();
+            assert_eq!(result.status(), TaskStatus::Failed);
+            assert_eq!(result.attempts(), 3);
+            assert_eq!(result.error(), Some("attempt 3 failed"));
+            assert!(!result.is_success());
+            assert!(result.output::<()>().is_err());
+            assert_eq!(orchestrator.status().totals.retried, 2);
+            let retried: Vec<Event> = orchestrator
+                .events()
+                .try_iter()
+                .filter(|e| matches!(e, Event::TaskRetried { .. }))
+                .collect();
+            assert_eq!(retried.len(), 2);
+        }
+
+        #[test]
+        fn a_retry_can_succeed() {
+            let backend = backend();
+            let orchestrator = backend
+                .builder()
+                .agents(Role::Validator, 1, || {
+                    |task: &Task, _: &AgentContext| {
+                        if task.attempt() < 2 {
+                            Err(TaskError::retryable("not yet"))
+                        } else {
+                            Ok(Output::encode(&task.attempt())?)
+                        }
+                    }
+                })
+                .build()
+                .unwrap();
+            let id = orchestrator
+                .submit(Task::new("t").with_max_attempts(5))
+                .unwrap();
+            let result = orchestrator.wait(id, PATIENCE).unwrap();
+            assert!(result.is_success());
+            assert_eq!(result.attempts(), 2);
+            assert_eq!(result.output::<u32>().unwrap(), 2);
+        }
+
+        #[test]
+        fn fatal_errors_fail_at_once() {
+            let backend = backend();
+            let orchestrator = backend
+                .builder()
+                .agents(Role::Validator, 1, || {
+                    |_: &Task, _: &AgentContext| Err(TaskError::fatal("malformed input"))
+                })
+                .build()
+                .unwrap();
+            let id = orchestrator
+                .submit(Task::new("t").with_max_attempts(5))
+                .unwrap();
+            let result = orchestrator.wait(id, PATIENCE).unwrap();
+            assert_eq!(result.status(), TaskStatus::Failed);
+            assert_eq!(result.attempts(), 1);
+            assert_eq!(result.error(), Some("malformed input"));
+        }
+
+        #[test]
+        fn a_panicking_agent_fails_the_attempt_the_task_retries_and_the_agent_is_replaced() {
+            let backend = backend();
+            let orchestrator = backend
+                .builder()
+                .agents(Role::Planner, 1, || {
+                    |task: &Task, _: &AgentContext| {
+                        if task.attempt() == 1 {
+                            panic!("boom on attempt one");
+                        }
+                        Ok(Output::empty())
+                    }
+                })
+                .build()
+                .unwrap();
+            let id = orchestrator
+                .submit(Task::new("t").with_max_attempts(2))
+                .unwrap();
+            let result = orchestrator.wait(id, PATIENCE).unwrap();
+            assert!(result.is_success(), "{result:?}");
+            assert_eq!(result.attempts(), 2);
+            let events: Vec<Event> = orchestrator.events().try_iter().collect();
+            let failed = events.iter().find_map(|e| match e {
+                Event::AgentFailed { agent, reason } if reason.contains("boom on attempt one") => {
+                    Some(*agent)
+                }
+                _ => None,
+            });
+            let failed = failed.expect("the panic is reported");
+            // The retry ran on the replacement, not on the agent that panicked.
+            assert_ne!(result.agent(), Some(failed));
+            let status = orchestrator.status();
+            assert_eq!(status.agents().len(), 1);
+            assert_ne!(status.agents()[0].id, failed);
+            assert_ne!(status.agents()[0].state, AgentState::Error);
+
+            let once = backend
+                .builder()
+                .agents(Role::Planner, 1, || {
+                    |_: &Task, _: &AgentContext| -> Outcome { panic!("always") }
+                })
+                .build()
+                .unwrap();
+            let result = once
+                .wait(once.submit(Task::new("t")).unwrap(), PATIENCE)
+                .unwrap();
+            assert_eq!(result.status(), TaskStatus::Failed);
+            assert!(result.error().unwrap().contains("always"), "{result:?}");
+        }
+
+        #[test]
+        fn a_task_past_its_timeout_times_out_at_its_deadline() {
+            let backend = backend();
+            let (release, gate) = bounded::<()>(1);
+            let orchestrator = backend
+                .builder()
+                .agents(Role::Researcher, 1, move || {
+                    let gate = gate.clone();
+                    move |_: &Task, _: &AgentContext| {
+                        let _ = gate.recv_timeout(PATIENCE);
+                        Ok(Output::empty())
+                    }
+                })
+                .build()
+                .unwrap();
+            let started = Instant::now();
+            let id = orchestrator
+                .submit(Task::new("slow").with_timeout(Duration::from_millis(100)))
+                .unwrap();
+            let result = orchestrator.wait(id, PATIENCE).unwrap();
+            assert!(started.elapsed() >= Duration::from_millis(100));
+            assert!(started.elapsed() < PATIENCE);
+            assert_eq!(result.status(), TaskStatus::TimedOut);
+            assert!(result.error().unwrap().contains("timed out"));
+            release.send(()).unwrap();
+            // The late result is ignored, and counted.
+            let deadline = Instant::now() + PATIENCE;
+            while orchestrator.status().totals.late_results == 0 {
+                assert!(Instant::now() < deadline);
+                thread::sleep(Duration::from_millis(5));
+            }
+            assert_eq!(
+                orchestrator.result(id).unwrap().status(),
+                TaskStatus::TimedOut
+            );
+        }
+
+        #[test]
+        fn agents_submit_subtasks() {
+            let backend = backend();
+            let orchestrator = backend
+                .builder()
+                .agents(Role::Planner, 2, || {
+                    |task: &Task, ctx: &AgentContext| {
+                        if task.kind() == "plan" {
+                            let ids: Vec<_> = (0..3)
+                                .map(|i| {
+                                    ctx.submit(
+                                        Task::new(format!("step-{i}")).with_role(Role::Planner),
+                                    )
+                                })
+                                .collect::<agentry::Result<_>>()?;
+                            Ok(Output::encode(&ids)?)
+                        } else {
+                            Ok(Output::empty())
+                        }
+                    }
+                })
+                .build()
+                .unwrap();
+            let plan = orchestrator
+                .wait(orchestrator.submit(Task::new("plan")).unwrap(), PATIENCE)
+                .unwrap();
+            let steps: Vec<agentry::TaskId> = plan.output().unwrap();
+            for step in steps {
+                assert!(orchestrator.wait(step, PATIENCE).unwrap().is_success());
+            }
+        }
+
+        #[test]
+        fn results_beyond_the_retention_are_evicted_oldest_first() {
+            let backend = backend();
+            let orchestrator = backend
+                .builder()
+                .agents(Role::Researcher, 1, || ok)
+                .result_retention(10)
+                .build()
+                .unwrap();
+            let ids: Vec<_> = (0..30)
+                .map(|_| {
+                    let id = orchestrator.submit(Task::new("t")).unwrap();
+                    orchestrator.wait(id, PATIENCE).unwrap();
+                    id
+                })
+                .collect();
+            assert!(orchestrator.result(ids[0]).is_none());
+            assert!(orchestrator.result(ids[19]).is_none());
+            assert!(orchestrator.result(ids[20]).is_some());
+            assert!(orchestrator.result(ids[29]).is_some());
+        }
+    };
+}
+
+mod in_process {
+    use super::*;
+
+    fn backend() -> Backend {
+        Backend::InProcess
+    }
+
+    task_flow_suite!();
+}
+
+#[cfg(feature = "redis")]
+mod on_redis {
+    use super::*;
+
+    fn backend() -> Backend {
+        Backend::Redis(common::RedisServer::start(), AtomicUsize::new(0))
+    }
+
+    task_flow_suite!();
 }

@@ -19,6 +19,7 @@ use crate::ids::{AgentId, AgentState, Priority, Role, TaskId};
 use crate::memory::SharedMemory;
 use crate::orchestrator::Shared;
 use crate::parallel::ParallelPool;
+use crate::tabs::TabPool;
 
 pub(crate) use metrics::Metrics;
 
@@ -156,6 +157,12 @@ impl AgentContext {
     /// work over it instead of building a pool of your own.
     pub fn parallel(&self) -> &ParallelPool {
         &self.shared.parallel
+    }
+
+    /// The browser tabs the agents share, when the orchestrator was given a
+    /// pool ([`OrchestratorBuilder::tab_pool`](crate::OrchestratorBuilder::tab_pool)).
+    pub fn tabs(&self) -> Option<&TabPool> {
+        self.shared.tabs.as_ref()
     }
 
     /// Submits a subtask, exactly as

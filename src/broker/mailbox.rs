@@ -224,7 +224,7 @@ impl Mailbox {
     /// [`Error::Timeout`] when nothing arrived in time;
     /// [`Error::Disconnected`] once the mailbox is unregistered and empty.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Message> {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::clock::deadline_after(timeout);
         if let Some(message) = self.poll_briefly(timeout.min(POLL_BEFORE_SLEEP)) {
             return Ok(self.delivered(message));
         }
@@ -265,6 +265,31 @@ impl Mailbox {
             Err(TryRecvError::Empty) => Err(Error::Empty),
             Err(TryRecvError::Disconnected) => Err(self.disconnected()),
         }
+    }
+
+    /// Takes every message waiting now, oldest first, without waiting for
+    /// more (the receiving side of queue draining; the broker's
+    /// [`purge`](super::MessageBroker::purge) discards them instead).
+    ///
+    /// ```
+    /// use agentry::{AgentId, MessageBroker};
+    ///
+    /// let broker = MessageBroker::new(8);
+    /// let mailbox = broker.register(AgentId::from(1))?;
+    /// for n in 0..3u32 {
+    ///     broker.send(AgentId::from(2), AgentId::from(1), &n)?;
+    /// }
+    /// let bodies: Vec<u32> = mailbox.drain().iter().map(|m| m.body().unwrap()).collect();
+    /// assert_eq!(bodies, [0, 1, 2]);
+    /// assert!(mailbox.is_empty());
+    /// # Ok::<(), agentry::Error>(())
+    /// ```
+    pub fn drain(&self) -> Vec<Message> {
+        let mut messages = Vec::with_capacity(self.receiver.len());
+        while let Ok(message) = self.receiver.try_recv() {
+            messages.push(self.delivered(message));
+        }
+        messages
     }
 
     /// Messages waiting.

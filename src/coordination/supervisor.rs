@@ -57,7 +57,7 @@ impl Deadline {
         timeout: Duration,
     ) -> Self {
         Deadline {
-            at: Instant::now() + timeout,
+            at: crate::clock::deadline_after(timeout),
             task,
             agent: Arc::clone(agent),
             attempt,
@@ -168,7 +168,7 @@ impl Supervisor {
             hung: Vec::new(),
             restarts,
             deadlines: BinaryHeap::new(),
-            next_check: Instant::now() + health.check_interval,
+            next_check: crate::clock::deadline_after(health.check_interval),
             aging,
         };
         Ok(thread::Builder::new()
@@ -198,7 +198,7 @@ impl Supervisor {
                     self.age_queued();
                     if Instant::now() >= self.next_check {
                         self.check_health();
-                        self.next_check = Instant::now() + self.health.check_interval;
+                        self.next_check = crate::clock::deadline_after(self.health.check_interval);
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => return,

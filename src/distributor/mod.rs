@@ -195,6 +195,8 @@ pub(crate) struct Distributor {
     pub(crate) totals: Totals,
     scaling: Scaling,
     aging: Option<Aging>,
+    /// Where the next search for an idle agent starts among a lane's specs.
+    tie_turn: usize,
 }
 
 /// The auto-scaling policy with the pool bounds.
@@ -231,12 +233,20 @@ impl Distributor {
             scaling,
             totals: Totals::default(),
             aging: aging.map(Aging::new),
+            tie_turn: 0,
         }
     }
 
-    /// Tasks waiting in queues, by priority rank (critical first).
+    /// Tasks waiting to start, by priority rank (critical first): in the
+    /// queues, and handed to agents in batches not yet started.
     pub(crate) fn queued(&self) -> [usize; 4] {
-        self.queued
+        let mut queued = self.queued;
+        for agent in self.specs.iter().flat_map(|s| &s.agents) {
+            for task in &agent.batch.lock().tasks {
+                queued[task.priority.rank()] += 1;
+            }
+        }
+        queued
     }
 
     /// Tasks waiting for their dependencies.
@@ -460,7 +470,11 @@ impl Distributor {
     /// idle longest.
     fn take_idle(&mut self, lane: usize) -> Option<Arc<AgentShared>> {
         let mut best: Option<(usize, u64)> = None;
-        for &s in &self.lanes[lane].specs {
+        let specs = &self.lanes[lane].specs;
+        // Ties between specs rotate: each call starts at the next spec.
+        self.tie_turn = self.tie_turn.wrapping_add(1);
+        let first = self.tie_turn % specs.len().max(1);
+        for &s in specs[first..].iter().chain(&specs[..first]) {
             let idle = &mut self.specs[s].idle;
             while let Some(stopped) = idle.front().filter(|a| a.stop.load(Ordering::Relaxed)) {
                 stopped.idle_listed.store(false, Ordering::Relaxed);

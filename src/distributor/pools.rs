@@ -108,18 +108,25 @@ impl Distributor {
     }
 
     /// Hands queued tasks to idle agents: after agents come or go, work may
-    /// wait where an idle agent could take it.
+    /// wait where an idle agent could take it. The most urgent first, and
+    /// within a priority the oldest first across lanes, as agents take work.
     pub(crate) fn hand_out_queued(&mut self, fx: &mut Effects) {
-        for lane in 0..self.lanes.len() {
-            for rank in 0..4 {
-                while !self.lanes[lane].queues[rank].is_empty() {
-                    let Some(agent) = self.take_idle(lane) else {
-                        break;
-                    };
-                    if let Some(task) = self.lanes[lane].queues[rank].pop_front() {
-                        self.queued[rank] -= 1;
-                        self.hand_over(agent, task, fx);
-                    }
+        for rank in 0..4 {
+            // Lanes with no idle agent left to take their work.
+            let mut unserved = vec![false; self.lanes.len()];
+            loop {
+                let oldest = (0..self.lanes.len())
+                    .filter(|&lane| !unserved[lane])
+                    .filter_map(|lane| self.lanes[lane].queues[rank].front().map(|t| (t.id, lane)))
+                    .min();
+                let Some((_, lane)) = oldest else { break };
+                let Some(agent) = self.take_idle(lane) else {
+                    unserved[lane] = true;
+                    continue;
+                };
+                if let Some(task) = self.lanes[lane].queues[rank].pop_front() {
+                    self.queued[rank] -= 1;
+                    self.hand_over(agent, task, fx);
                 }
             }
         }

@@ -5,9 +5,16 @@
 //! while it still holds its own lock: at every moment a submitted task is
 //! either live in the distributor or present in this store (or evicted).
 //! The lock order is distributor, then results.
+//!
+//! Waking a sleeping waiter is a system call after which the scheduler may
+//! run the woken thread in place of the waker; a waker that holds the
+//! distributor's lock would then stall every agent reporting. So a publish
+//! only notes that a waiter is due, and the publisher wakes it once it has
+//! released the distributor's lock ([`Results::wake_due`], called by
+//! `Shared::apply`, which follows every operation that can publish).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -16,12 +23,12 @@ use super::slab::IdSlab;
 use super::task::{TaskResult, TaskStatus};
 use crate::ids::TaskId;
 
-/// Readers (`get`) share the store; the few writers (one publish per batch
-/// of results) get it promptly because the lock is writer-fair. Waiting is
-/// done on a separate mutex and condvar, see [`Results::wait`].
 /// How long [`Results::wait`] polls before it sleeps.
 const WAIT_SPIN: Duration = Duration::from_micros(50);
 
+/// Readers (`get`) share the store; the few writers (one publish per batch
+/// of results) get it promptly because the lock is writer-fair. Waiting is
+/// done on a separate mutex and condvar, see [`Results::wait`].
 pub(crate) struct Results {
     store: RwLock<Store>,
     waiters: AtomicUsize,
@@ -34,6 +41,8 @@ pub(crate) struct Results {
     /// of every agent.
     waited: Mutex<Vec<TaskId>>,
     ready: Condvar,
+    /// A publish stored a result some sleeping waiter waits for.
+    wake_due: AtomicBool,
 }
 
 struct Store {
@@ -60,6 +69,7 @@ impl Results {
             publishes: AtomicU64::new(0),
             waited: Mutex::new(Vec::new()),
             ready: Condvar::new(),
+            wake_due: AtomicBool::new(false),
         }
     }
 
@@ -76,8 +86,9 @@ impl Results {
             .map(|r| (r.status, r.error().map(str::to_owned)))
     }
 
-    /// Stores `results` and wakes waiters, under one round of the lock;
-    /// returns the ids of the results evicted to make room.
+    /// Stores `results` under one round of the lock and notes whether a
+    /// waiter is due a wake-up (see [`wake_due`](Self::wake_due)); returns
+    /// the ids of the results evicted to make room.
     pub(crate) fn publish(&self, results: &mut Vec<TaskResult>) -> Vec<TaskId> {
         let mut evicted = Vec::new();
         if results.is_empty() {
@@ -107,10 +118,19 @@ impl Results {
             let waited = self.waited.lock();
             let store = self.store.read();
             if waited.iter().any(|id| store.map.contains(id.get())) {
-                self.ready.notify_all();
+                // The waiter is asleep: it holds `waited` until it sleeps.
+                self.wake_due.store(true, Ordering::Release);
             }
         }
         evicted
+    }
+
+    /// Wakes the waiters a publish found due, if any. Called with the
+    /// distributor's lock released, after every operation that can publish.
+    pub(crate) fn wake_due(&self) {
+        if self.wake_due.load(Ordering::Relaxed) && self.wake_due.swap(false, Ordering::Acquire) {
+            self.ready.notify_all();
+        }
     }
 
     /// Forgets every result: a new leader replaces this process's view with

@@ -34,6 +34,15 @@ impl Distributor {
         self.recording = self.recorder.is_some();
         self.publish_and_record(false);
         self.leading = true;
+        self.admit_claimed(accepted, fx);
+    }
+
+    /// Queues tasks that already have their ids (recorded before a takeover,
+    /// or claimed from a cluster's queue), with their attempt counts, and
+    /// publishes what that finished. A task that cannot be routed here (no
+    /// spec serves it) fails with a result saying why, rather than being
+    /// dropped.
+    pub(crate) fn admit_claimed(&mut self, accepted: Vec<Task>, fx: &mut Effects) {
         for mut task in accepted {
             match self.lane_for(&task) {
                 Ok(lane) => {
@@ -51,7 +60,7 @@ impl Distributor {
                     let failed = TaskResult::failed(
                         task.id,
                         TaskStatus::Failed,
-                        format!("could not be re-queued after a takeover: {error}"),
+                        format!("could not be queued on this instance: {error}"),
                         task.attempt,
                     );
                     self.complete(failed, fx);

@@ -168,3 +168,67 @@ fn without_aging_priorities_stay_strict() {
     assert_eq!(d.queued(), [0, 0, 0, 1]);
     assert_eq!(d.aging_period(), None);
 }
+
+#[test]
+fn queued_work_handed_out_to_a_new_idle_agent_starts_with_the_most_urgent() {
+    let mut d = pool();
+    // Two lanes the one spec serves: any agent, and researchers with http.
+    let low = submit(&mut d, Task::new("low").with_priority(Priority::Low));
+    let critical = submit(
+        &mut d,
+        Task::new("critical")
+            .with_role(Role::Researcher)
+            .with_priority(Priority::Critical),
+    );
+    let agent = Arc::new(AgentShared::new(AgentId::from(1), Role::Researcher, 0));
+    d.add_agent(Arc::clone(&agent), false);
+    agent.idle_listed.store(true, Ordering::Relaxed);
+    d.specs[0].idle.push_back(Arc::clone(&agent));
+    d.hand_out_queued(&mut Effects::default());
+    let handed: Vec<TaskId> = agent.batch.lock().tasks.iter().map(|t| t.id).collect();
+    assert_eq!(handed, [critical]);
+    // Handed over but not started: it still counts as waiting to start.
+    assert_eq!(d.queued(), [1, 0, 0, 1], "{low} waits for the next agent");
+}
+
+#[test]
+fn equally_loaded_idle_agents_of_two_specs_take_turns() {
+    let mut d = Distributor::new(
+        vec![
+            SpecPool::new(Role::Researcher, Vec::new(), 1),
+            SpecPool::new(Role::Researcher, Vec::new(), 1),
+        ],
+        Arc::new(Results::new(100)),
+        Scaling {
+            policy: AutoscalePolicy::disabled(),
+            min: 1,
+            max: 1,
+        },
+        None,
+        None,
+    );
+    let mut taken = Vec::new();
+    for _ in 0..4 {
+        // One idle agent in each spec, neither has run anything.
+        for spec in 0..2 {
+            let agent = Arc::new(AgentShared::new(
+                AgentId::from(spec as u64 + 1),
+                Role::Researcher,
+                spec,
+            ));
+            agent.idle_listed.store(true, Ordering::Relaxed);
+            d.specs[spec].idle.clear();
+            d.specs[spec].idle.push_back(agent);
+        }
+        let id = submit(&mut d, Task::new("t").with_role(Role::Researcher));
+        let spec = (0..2)
+            .find(|&s| d.specs[s].idle.is_empty())
+            .expect("one agent was handed the task");
+        assert!(d.is_live(id));
+        taken.push(spec);
+    }
+    assert!(
+        taken.contains(&0) && taken.contains(&1),
+        "ties rotate: {taken:?}"
+    );
+}

@@ -8,9 +8,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
-use super::record::Dir;
 use super::runner::Command;
-use super::{ElectionEvent, LeaderInfo};
+use super::{ElectionEvent, LeaderInfo, Place};
 use crate::error::{Error, Result};
 
 /// What the election thread publishes to the handle.
@@ -91,7 +90,7 @@ impl Shared {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct ElectionHandle {
-    dir: Dir,
+    place: Place,
     instance_id: String,
     renew_deadline: Duration,
     shared: Arc<Shared>,
@@ -102,7 +101,7 @@ pub struct ElectionHandle {
 
 impl ElectionHandle {
     pub(crate) fn new(
-        dir: Dir,
+        place: Place,
         instance_id: String,
         renew_deadline: Duration,
         shared: Arc<Shared>,
@@ -111,7 +110,7 @@ impl ElectionHandle {
         thread: JoinHandle<()>,
     ) -> ElectionHandle {
         ElectionHandle {
-            dir,
+            place,
             instance_id,
             renew_deadline,
             shared,
@@ -143,22 +142,23 @@ impl ElectionHandle {
 
     /// Re-reads the persisted epoch and returns this leader's epoch if no
     /// later election happened: the check to make right before acting as
-    /// leader. Costs one small file read.
+    /// leader. Costs one small file read (one round trip on Redis).
     ///
     /// # Errors
     ///
     /// [`Error::NotLeader`] if this instance does not lead (`epoch: None`) or
     /// a later epoch exists (`current` names it; the election thread steps
-    /// down at its next tick); [`Error::Io`] if the epoch file cannot be read.
+    /// down at its next tick); [`Error::Io`] if the epoch file cannot be read,
+    /// [`Error::Backend`] if Redis cannot be reached.
     pub fn confirm(&self) -> Result<u64> {
         let Some(epoch) = self.epoch() else {
             return Err(Error::NotLeader {
                 epoch: None,
-                current: self.dir.epoch().ok(),
+                current: self.place.epoch().ok(),
                 leader: None,
             });
         };
-        let current = self.dir.epoch()?;
+        let current = self.place.epoch()?;
         if current == epoch {
             Ok(epoch)
         } else {
@@ -194,7 +194,7 @@ impl ElectionHandle {
     /// Waits until this instance leads, at most `timeout`; returns whether
     /// it does. Returns `false` at once after [`resign`](Self::resign).
     pub fn wait_until_leader(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::clock::deadline_after(timeout);
         let mut state = self.shared.state();
         while state.epoch.is_none() && !state.stopped {
             if self.shared_wait(&mut state, deadline) {
@@ -246,7 +246,7 @@ impl Drop for ElectionHandle {
 impl fmt::Debug for ElectionHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ElectionHandle")
-            .field("dir", &self.dir.root())
+            .field("place", &self.place)
             .field("instance_id", &self.instance_id)
             .field("epoch", &self.epoch())
             .field("leader", &self.leader())

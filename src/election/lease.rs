@@ -6,14 +6,18 @@
 //! matters: a leader frozen while holding it would block every takeover.
 
 use std::fmt;
+#[cfg(feature = "redis")]
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use fslock::LockFile;
 
-use super::LeaderInfo;
 use super::config::ElectionConfig;
 use super::record::{Dir, Record};
+#[cfg(feature = "redis")]
+use super::redis_seat::RedisSeat;
+use super::{LeaderInfo, Place};
 use crate::error::{Error, Result};
 
 /// How often a candidate looks again at a busy `epoch.lock`. An election
@@ -27,7 +31,8 @@ pub(crate) type Observed = (Option<Vec<u8>>, Option<Vec<u8>>);
 /// Being the leader: held by whoever won an election, released on drop.
 ///
 /// Obtained from [`LeaderElection::try_acquire`](crate::LeaderElection::try_acquire).
-/// While it lives, this process holds `leader.lock` and the epoch
+/// While it lives, this process holds `leader.lock` (on Redis: the lease
+/// key) and the epoch
 /// [`epoch`](Self::epoch) is the fencing token to attach to its writes.
 /// Nothing renews it in the background: call [`renew`](Self::renew) at
 /// least every heartbeat interval, or followers take over once the lease
@@ -36,11 +41,23 @@ pub(crate) type Observed = (Option<Vec<u8>>, Option<Vec<u8>>);
 /// removes the heartbeat record and releases the lock, so a waiting
 /// follower takes over at once.
 pub struct Leadership {
-    dir: Dir,
-    /// `leader.lock`, held; `None` after a takeover from a frozen leader
-    /// that still holds it.
-    lock: Option<LockFile>,
+    seat: Seat,
     record: Record,
+}
+
+/// Where the leadership is held.
+enum Seat {
+    File {
+        dir: Dir,
+        /// `leader.lock`, held; `None` after a takeover from a frozen
+        /// leader that still holds it.
+        lock: Option<LockFile>,
+    },
+    #[cfg(feature = "redis")]
+    Redis {
+        seat: Arc<RedisSeat>,
+        lease: Duration,
+    },
 }
 
 impl Leadership {
@@ -63,9 +80,9 @@ impl Leadership {
     ///
     /// [`Error::NotLeader`] with both epochs if a follower took over (this
     /// leader was frozen or too slow to renew); [`Error::Io`] if the epoch
-    /// file cannot be read.
+    /// file cannot be read ([`Error::Backend`] if Redis cannot be reached).
     pub fn confirm(&self) -> Result<u64> {
-        let current = self.dir.epoch()?;
+        let current = self.place().epoch()?;
         if current == self.record.epoch {
             Ok(current)
         } else {
@@ -84,12 +101,34 @@ impl Leadership {
     ///
     /// [`Error::NotLeader`] if a later epoch exists: this guard is then
     /// worthless and should be dropped. [`Error::Io`] if the epoch cannot
-    /// be read or the record written.
+    /// be read or the record written ([`Error::Backend`] if Redis cannot be
+    /// reached).
     pub fn renew(&mut self) -> Result<()> {
-        self.confirm()?;
-        self.record.sequence += 1;
-        self.record.heartbeat = SystemTime::now();
-        self.dir.write_record(&self.record)
+        match &self.seat {
+            Seat::File { dir, .. } => {
+                self.confirm()?;
+                self.record.sequence += 1;
+                self.record.heartbeat = SystemTime::now();
+                dir.write_record(&self.record)
+            }
+            // One script confirms the epoch and extends the lease.
+            #[cfg(feature = "redis")]
+            Seat::Redis { seat, lease } => {
+                let mut record = self.record.clone();
+                record.sequence += 1;
+                record.heartbeat = super::redis_seat::now_in_millis();
+                let current = seat.renew(&record, *lease)?;
+                if current != record.epoch {
+                    return Err(Error::NotLeader {
+                        epoch: Some(record.epoch),
+                        current: Some(current),
+                        leader: None,
+                    });
+                }
+                self.record = record;
+                Ok(())
+            }
+        }
     }
 
     /// Steps down: removes the heartbeat record (if still this epoch's) and
@@ -98,27 +137,53 @@ impl Leadership {
     /// # Errors
     ///
     /// [`Error::Io`] if the lock cannot be released; it is released anyway
-    /// when the file closes, which happens here too.
+    /// when the file closes, which happens here too. On Redis,
+    /// [`Error::Backend`] if the lease cannot be deleted; it then expires by
+    /// itself after the lease timeout.
     pub fn resign(mut self) -> Result<()> {
         self.release()
     }
 
     /// Whether this leader holds `leader.lock` (false after a takeover from
     /// a frozen leader, until that one lets go).
+    /// Always true on Redis, where the lease is the only lock.
     pub(crate) fn holds_lock(&self) -> bool {
-        self.lock.is_some()
+        match &self.seat {
+            Seat::File { lock, .. } => lock.is_some(),
+            #[cfg(feature = "redis")]
+            Seat::Redis { .. } => true,
+        }
     }
 
     /// Takes `leader.lock`, freed by the frozen leader this one deposed.
-    pub(crate) fn adopt_lock(&mut self, lock: LockFile) {
-        self.lock = Some(lock);
+    pub(crate) fn adopt_lock(&mut self, adopted: LockFile) {
+        match &mut self.seat {
+            Seat::File { lock, .. } => *lock = Some(adopted),
+            #[cfg(feature = "redis")]
+            Seat::Redis { .. } => {}
+        }
+    }
+
+    /// Where this leadership is held.
+    pub(crate) fn place(&self) -> Place {
+        match &self.seat {
+            Seat::File { dir, .. } => Place::Dir(dir.clone()),
+            #[cfg(feature = "redis")]
+            Seat::Redis { seat, .. } => Place::Redis(Arc::clone(seat)),
+        }
     }
 
     fn release(&mut self) -> Result<()> {
-        self.dir.remove_record(self.record.epoch);
-        match self.lock.take() {
-            Some(mut lock) => Ok(lock.unlock()?),
-            None => Ok(()),
+        match &mut self.seat {
+            Seat::File { dir, lock } => {
+                dir.remove_record(self.record.epoch);
+                match lock.take() {
+                    Some(mut lock) => Ok(lock.unlock()?),
+                    None => Ok(()),
+                }
+            }
+            #[cfg(feature = "redis")]
+            Seat::Redis { seat, .. } => seat.release(self.record.epoch),
         }
     }
 }
@@ -134,7 +199,7 @@ impl Drop for Leadership {
 impl fmt::Debug for Leadership {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Leadership")
-            .field("dir", &self.dir.root())
+            .field("place", &self.place())
             .field("epoch", &self.record.epoch)
             .field("instance_id", &self.record.instance_id)
             .field("holds_lock", &self.holds_lock())
@@ -166,7 +231,7 @@ pub(crate) fn elect(
     patience: Duration,
 ) -> Result<Option<Leadership>> {
     let mut epoch_lock = LockFile::open(&dir.epoch_lock())?;
-    let deadline = Instant::now() + patience;
+    let deadline = crate::clock::deadline_after(patience);
     while !epoch_lock.try_lock()? {
         if Instant::now() >= deadline {
             return Ok(None);
@@ -205,8 +270,30 @@ pub(crate) fn elect(
         "elected leader"
     );
     Ok(Some(Leadership {
-        dir: dir.clone(),
-        lock,
+        seat: Seat::File {
+            dir: dir.clone(),
+            lock,
+        },
+        record,
+    }))
+}
+
+/// Runs an election on Redis (see `redis_seat.rs`): `None` if a lease is
+/// held.
+///
+/// # Errors
+///
+/// [`Error::Backend`] if Redis cannot be reached.
+#[cfg(feature = "redis")]
+pub(crate) fn elect_on_redis(
+    seat: &Arc<RedisSeat>,
+    config: &ElectionConfig,
+) -> Result<Option<Leadership>> {
+    Ok(seat.elect(config)?.map(|record| Leadership {
+        seat: Seat::Redis {
+            seat: Arc::clone(seat),
+            lease: config.lease(),
+        },
         record,
     }))
 }

@@ -32,6 +32,11 @@
 //!   greater epoch and it steps down; meanwhile [`ElectionHandle::is_leader`]
 //!   already answers `false`, since its last renewal is too old.
 //!
+//! With the `redis` feature, [`LeaderElection::redis`] runs the same
+//! election on a Redis server, for candidates on several hosts: a lease key
+//! instead of the lock, the epoch from `INCR`, the same events and the same
+//! frozen-leader behaviour (`redis_seat.rs` describes it).
+//!
 //! `docs/RELIABILITY.md` states the guarantees, the failure model and the
 //! timings.
 
@@ -39,8 +44,11 @@ mod config;
 mod handle;
 mod lease;
 mod record;
+#[cfg(feature = "redis")]
+mod redis_seat;
 mod runner;
 
+use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -52,7 +60,9 @@ pub use handle::ElectionHandle;
 pub use lease::Leadership;
 
 use self::handle::Shared;
-use self::record::Dir;
+use self::record::{Dir, Record};
+#[cfg(feature = "redis")]
+use self::redis_seat::RedisSeat;
 use self::runner::Runner;
 use crate::error::{Error, Result};
 
@@ -128,10 +138,71 @@ pub enum ElectionEvent {
 /// `flock` is what makes takeover immediate, and it is only reliable on a
 /// local file system: do not put the directory on NFS or another network
 /// file system, where locks may be emulated, lost, or never released.
+///
+/// With the `redis` feature, `LeaderElection::redis` makes a candidate in an
+/// election held on a Redis server instead, for processes on several hosts;
+/// everything else is the same.
 #[derive(Debug)]
 pub struct LeaderElection {
-    dir: Dir,
+    place: Place,
     config: ElectionConfig,
+}
+
+/// Where an election is held.
+#[derive(Clone)]
+pub(crate) enum Place {
+    Dir(Dir),
+    #[cfg(feature = "redis")]
+    Redis(Arc<RedisSeat>),
+}
+
+impl Place {
+    /// The directory of a file election.
+    pub(crate) fn dir(&self) -> Option<&Dir> {
+        match self {
+            Place::Dir(dir) => Some(dir),
+            #[cfg(feature = "redis")]
+            Place::Redis(_) => None,
+        }
+    }
+
+    /// The current epoch (0 before the first election).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] (file) or [`Error::Backend`] (Redis) if it cannot be
+    /// read.
+    pub(crate) fn epoch(&self) -> Result<u64> {
+        match self {
+            Place::Dir(dir) => dir.epoch(),
+            #[cfg(feature = "redis")]
+            Place::Redis(seat) => seat.epoch(),
+        }
+    }
+
+    /// The current leader's heartbeat record, if any.
+    ///
+    /// # Errors
+    ///
+    /// As [`epoch`](Self::epoch); a damaged record file is an
+    /// `InvalidData` [`Error::Io`].
+    pub(crate) fn record(&self) -> Result<Option<Record>> {
+        match self {
+            Place::Dir(dir) => dir.record(),
+            #[cfg(feature = "redis")]
+            Place::Redis(seat) => seat.record(),
+        }
+    }
+}
+
+impl fmt::Debug for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Place::Dir(dir) => f.debug_tuple("Dir").field(&dir.root()).finish(),
+            #[cfg(feature = "redis")]
+            Place::Redis(seat) => seat.fmt(f),
+        }
+    }
 }
 
 impl LeaderElection {
@@ -147,7 +218,55 @@ impl LeaderElection {
     pub fn new(dir: impl AsRef<Path>, config: ElectionConfig) -> Result<LeaderElection> {
         config.validate()?;
         Ok(LeaderElection {
-            dir: Dir::create(dir.as_ref())?,
+            place: Place::Dir(Dir::create(dir.as_ref())?),
+            config,
+        })
+    }
+
+    /// A candidate in the election held on the Redis server `redis` names
+    /// (a URL, or a [`RedisConfig`](crate::RedisConfig) with a namespace:
+    /// candidates of one election share server and namespace), for
+    /// processes on any number of hosts.
+    ///
+    /// The protocol, its events and guarantees are those of the file
+    /// election, with a lease key (`SET NX PX`) for the lock and `INCR` for
+    /// the epoch; the differences: a leader that dies or resigns is replaced
+    /// at a follower's next try (every retry interval; a dead leader's lease
+    /// must expire first), and a Redis that cannot be reached is an
+    /// [`Error::Backend`] (a leader that cannot renew steps down before its
+    /// lease expires, as with a failing disk; each command waits at most
+    /// the heartbeat interval, or the Redis timeout if shorter). Fence a Redis
+    /// [`SharedMemory`](crate::SharedMemory) with the epoch, and a deposed
+    /// leader's writes are refused on every host.
+    ///
+    /// ```no_run
+    /// use agentry::{ElectionConfig, LeaderElection, RedisConfig};
+    /// use std::time::Duration;
+    ///
+    /// let redis = RedisConfig::new("redis://10.0.0.5:6379/").namespace("scheduler");
+    /// let handle = LeaderElection::redis(redis, ElectionConfig::new("host-a"))?.start()?;
+    /// if handle.wait_until_leader(Duration::from_secs(60)) {
+    ///     println!("leading under epoch {:?}", handle.epoch());
+    /// }
+    /// # Ok::<(), agentry::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for bad timings (as [`new`](Self::new)) or
+    /// a bad Redis configuration; [`Error::Backend`] if the server cannot
+    /// be reached within its timeout.
+    #[cfg(feature = "redis")]
+    pub fn redis(
+        redis: impl Into<crate::RedisConfig>,
+        config: ElectionConfig,
+    ) -> Result<LeaderElection> {
+        config.validate()?;
+        // A command must not outlast a heartbeat, or a leader cut off from
+        // Redis would sit in one call past its renew deadline.
+        let seat = RedisSeat::connect(redis.into(), config.heartbeat())?;
+        Ok(LeaderElection {
+            place: Place::Redis(Arc::new(seat)),
             config,
         })
     }
@@ -164,19 +283,21 @@ impl LeaderElection {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] if the lock or the epoch cannot be read or written.
+    /// [`Error::Io`] if the lock or the epoch cannot be read or written;
+    /// [`Error::Backend`] if Redis cannot be reached.
     pub fn try_acquire(&self) -> Result<Option<Leadership>> {
-        let mut lock = fslock::LockFile::open(&self.dir.leader_lock())?;
+        #[cfg(feature = "redis")]
+        if let Place::Redis(seat) = &self.place {
+            return lease::elect_on_redis(seat, &self.config);
+        }
+        let Some(dir) = self.place.dir() else {
+            return Ok(None);
+        };
+        let mut lock = fslock::LockFile::open(&dir.leader_lock())?;
         if !lock.try_lock()? {
             return Ok(None);
         }
-        lease::elect(
-            &self.dir,
-            &self.config,
-            Some(lock),
-            None,
-            self.config.retry(),
-        )
+        lease::elect(dir, &self.config, Some(lock), None, self.config.retry())
     }
 
     /// Starts the election on a background thread named `agentry-election`:
@@ -192,7 +313,7 @@ impl LeaderElection {
         let (events, receive_events) = crossbeam_channel::unbounded();
         let (commands, receive_commands) = crossbeam_channel::bounded(1);
         let runner = Runner::new(
-            self.dir.clone(),
+            self.place.clone(),
             self.config.clone(),
             Arc::clone(&shared),
             events,
@@ -203,7 +324,7 @@ impl LeaderElection {
             .spawn(move || runner.run())
             .map_err(Error::Io)?;
         Ok(ElectionHandle::new(
-            self.dir,
+            self.place,
             self.config.instance_id().to_owned(),
             self.config.renew_deadline(),
             shared,
@@ -234,9 +355,30 @@ impl LeaderElection {
         }
     }
 
-    /// The directory of this election.
+    /// The leader as its heartbeat record says, wherever this election is
+    /// held: for a directory, as [`leader_info`](Self::leader_info); on
+    /// Redis, the leader whose lease is live.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if a record file exists but cannot be read;
+    /// [`Error::Backend`] if Redis cannot be reached.
+    pub fn leader(&self) -> Result<Option<LeaderInfo>> {
+        match &self.place {
+            Place::Dir(dir) => LeaderElection::leader_info(dir.root()),
+            #[cfg(feature = "redis")]
+            Place::Redis(seat) => Ok(seat.record()?.map(|r| r.info())),
+        }
+    }
+
+    /// The directory of this election; an empty path for an election on
+    /// Redis.
     pub fn dir(&self) -> &Path {
-        self.dir.root()
+        match &self.place {
+            Place::Dir(dir) => dir.root(),
+            #[cfg(feature = "redis")]
+            Place::Redis(_) => Path::new(""),
+        }
     }
 
     /// This candidate's configuration.

@@ -8,6 +8,9 @@
 //! or resigned) this candidate holds it, without any polling delay. A
 //! blocking `flock` cannot be interrupted, so a locker whose election has
 //! stopped stays parked until it gets the lock, then drops it and ends.
+//!
+//! On Redis there is no lock to wait on: a follower's tick tries the
+//! election itself (one script, which wins only once the lease is gone).
 
 use std::io;
 use std::sync::Arc;
@@ -20,8 +23,7 @@ use fslock::LockFile;
 use super::config::ElectionConfig;
 use super::handle::Shared;
 use super::lease::{Leadership, Observed, elect};
-use super::record::Dir;
-use super::{ElectionEvent, LeaderInfo};
+use super::{ElectionEvent, LeaderInfo, Place};
 use crate::error::{Error, Result};
 
 /// What the handle asks of the thread.
@@ -32,7 +34,7 @@ pub(crate) enum Command {
 }
 
 pub(crate) struct Runner {
-    dir: Dir,
+    place: Place,
     config: ElectionConfig,
     shared: Arc<Shared>,
     events: Sender<ElectionEvent>,
@@ -52,14 +54,14 @@ pub(crate) struct Runner {
 
 impl Runner {
     pub(crate) fn new(
-        dir: Dir,
+        place: Place,
         config: ElectionConfig,
         shared: Arc<Shared>,
         events: Sender<ElectionEvent>,
         commands: Receiver<Command>,
     ) -> Runner {
         Runner {
-            dir,
+            place,
             config,
             shared,
             events,
@@ -80,7 +82,7 @@ impl Runner {
             let wake = if self.leadership.is_some() {
                 self.next_beat
             } else {
-                now + self.config.retry()
+                crate::clock::deadline_from(now, self.config.retry())
             };
             let locker = self.locker.clone().unwrap_or_else(never);
             select! {
@@ -114,6 +116,9 @@ impl Runner {
     /// Starts a locker thread if this candidate needs `leader.lock` and has
     /// none waiting for it.
     fn spawn_locker(&mut self) {
+        let Some(dir) = self.place.dir() else {
+            return;
+        };
         let needs_lock = self.leadership.as_ref().is_none_or(|l| !l.holds_lock());
         let standing = self
             .standby_until
@@ -122,7 +127,7 @@ impl Runner {
             return;
         }
         let (send, receive) = crossbeam_channel::bounded(1);
-        let path = self.dir.leader_lock();
+        let path = dir.leader_lock();
         let spawned = thread::Builder::new()
             .name("agentry-election-lock".into())
             .spawn(move || {
@@ -143,14 +148,11 @@ impl Runner {
             leadership.adopt_lock(lock);
             return;
         }
-        match elect(
-            &self.dir,
-            &self.config,
-            Some(lock),
-            None,
-            self.config.retry(),
-        ) {
-            Ok(Some(leadership)) => self.become_leader(leadership),
+        let Some(dir) = self.place.dir() else {
+            return;
+        };
+        match elect(dir, &self.config, Some(lock), None, self.config.retry()) {
+            Ok(Some(leadership)) => self.become_leader(leadership, Instant::now()),
             Ok(None) => {} // another election holds epoch.lock; try again
             Err(e) => self.back_off("election failed", &e),
         }
@@ -159,8 +161,16 @@ impl Runner {
     /// A follower's tick: report leader changes, and take over from a
     /// leader whose heartbeat has not changed for a whole lease.
     fn watch(&mut self) {
+        let dir = match &self.place {
+            Place::Dir(dir) => dir.clone(),
+            #[cfg(feature = "redis")]
+            Place::Redis(seat) => {
+                let seat = Arc::clone(seat);
+                return self.watch_redis(&seat);
+            }
+        };
         let now = Instant::now();
-        let seen = self.dir.observe();
+        let seen = dir.observe();
         match &self.observed {
             Some((observed, _)) if *observed == seen => {}
             _ => {
@@ -179,13 +189,13 @@ impl Runner {
         tracing::warn!(lease = ?self.config.lease(), "the leader's heartbeat expired; taking over");
         let observed = observed.clone();
         match elect(
-            &self.dir,
+            &dir,
             &self.config,
             None,
             Some(&observed),
             self.config.retry(),
         ) {
-            Ok(Some(leadership)) => self.become_leader(leadership),
+            Ok(Some(leadership)) => self.become_leader(leadership, Instant::now()),
             // Someone else changed the directory first: watch it afresh.
             Ok(None) => self.observed = None,
             Err(e) => {
@@ -195,17 +205,37 @@ impl Runner {
         }
     }
 
+    /// A follower's tick on Redis: stand for election (it wins only if no
+    /// lease is live), else report who leads.
+    #[cfg(feature = "redis")]
+    fn watch_redis(&mut self, seat: &Arc<super::redis_seat::RedisSeat>) {
+        if self
+            .standby_until
+            .is_some_and(|until| Instant::now() < until)
+        {
+            self.announce_record();
+            return;
+        }
+        let started = Instant::now();
+        match super::lease::elect_on_redis(seat, &self.config) {
+            Ok(Some(leadership)) => self.become_leader(leadership, started),
+            Ok(None) => self.announce_record(),
+            Err(e) => self.back_off("election on redis failed", &e),
+        }
+    }
+
     /// A leader's tick: confirm the epoch and renew the heartbeat; step down
     /// when deposed, or when renewing keeps failing until the renew deadline.
     fn heartbeat(&mut self) {
         let Some(leadership) = &mut self.leadership else {
             return;
         };
+        // The lease runs from before the renewal was sent, never after.
+        let started = Instant::now();
         match leadership.renew() {
             Ok(()) => {
-                let now = Instant::now();
-                self.shared.update(|state| state.renewed = now);
-                self.next_beat = now + self.config.heartbeat();
+                self.shared.update(|state| state.renewed = started);
+                self.next_beat = crate::clock::deadline_from(started, self.config.heartbeat());
             }
             Err(Error::NotLeader { epoch, current, .. }) => {
                 tracing::warn!(
@@ -215,30 +245,30 @@ impl Runner {
                 );
                 // A deposed leader was frozen or slow: it waits a lease
                 // before standing again, so the new leader keeps the lead.
-                self.demote(Some(Instant::now() + self.config.lease()));
+                self.demote(Some(crate::clock::deadline_after(self.config.lease())));
             }
             Err(e) => {
                 let renewed = self.shared.state().renewed;
                 if renewed.elapsed() >= self.config.renew_deadline() {
                     tracing::error!(error = %e, "heartbeat not renewed within the lease; stepping down");
-                    self.demote(Some(Instant::now() + self.config.retry()));
+                    self.demote(Some(crate::clock::deadline_after(self.config.retry())));
                 } else {
                     tracing::warn!(error = %e, "heartbeat failed; retrying");
-                    self.next_beat = Instant::now() + self.config.retry();
+                    self.next_beat = crate::clock::deadline_after(self.config.retry());
                 }
             }
         }
     }
 
-    fn become_leader(&mut self, leadership: Leadership) {
+    /// `started`: when the election began, from which its lease runs.
+    fn become_leader(&mut self, leadership: Leadership, started: Instant) {
         let epoch = leadership.epoch();
         let info = leadership.info();
         self.leadership = Some(leadership);
-        let now = Instant::now();
-        self.next_beat = now + self.config.heartbeat();
+        self.next_beat = crate::clock::deadline_from(started, self.config.heartbeat());
         self.shared.update(|state| {
             state.epoch = Some(epoch);
-            state.renewed = now;
+            state.renewed = started;
             state.leader = Some(info.clone());
         });
         let _ = self.events.send(ElectionEvent::Elected { epoch });
@@ -275,13 +305,13 @@ impl Runner {
 
     fn back_off(&mut self, what: &str, error: &Error) {
         tracing::warn!(%error, retry = ?self.config.retry(), "{what}");
-        self.standby_until = Some(Instant::now() + self.config.retry());
+        self.standby_until = Some(crate::clock::deadline_after(self.config.retry()));
     }
 
     /// Announces the leader the heartbeat record names. A damaged record
     /// names nobody new: the announcement stays as it was.
     fn announce_record(&mut self) {
-        match self.dir.record() {
+        match self.place.record() {
             Ok(record) => self.announce(record.map(|r| r.info())),
             Err(e) => tracing::debug!(error = %e, "unreadable heartbeat record"),
         }

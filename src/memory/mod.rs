@@ -25,13 +25,22 @@
 //!   leader's snapshot is refused with [`Error::NotLeader`] and its journal
 //!   records are skipped at the next open.
 //!
+//! * **Backends.** The store above is the embedded default. With the
+//!   `redis` feature, [`SharedMemory::redis`] keeps the same contract on a
+//!   Redis server (`redis_store.rs`), so processes on several hosts share
+//!   one store. Both implement one internal trait (`backend.rs`), called
+//!   without dynamic dispatch.
+//!
 //! `docs/MEMORY.md` describes the file formats byte by byte and argues why a
 //! crash at any point leaves a consistent store.
 
+mod backend;
 mod codec;
 mod durability;
 mod files;
 mod journal;
+#[cfg(feature = "redis")]
+mod redis_store;
 mod shard;
 mod snapshot;
 mod store;
@@ -46,8 +55,9 @@ use parking_lot::{MappedRwLockReadGuard, RwLock, RwLockReadGuard};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use self::backend::Backend;
 use self::durability::Periodic;
-use self::store::{Action, Store};
+use self::store::Store;
 use crate::error::{Error, Result};
 
 pub use durability::Durability;
@@ -93,10 +103,43 @@ pub use version::{Version, Versioned};
 ///
 /// A store opened with [`open`](Self::open) lives in a snapshot file and
 /// survives restarts as its [`Durability`] says; one made with
-/// [`in_memory`](Self::in_memory) lives as long as its last handle.
+/// [`in_memory`](Self::in_memory) lives as long as its last handle; one made
+/// with `SharedMemory::redis` (cargo feature `redis`) lives on a Redis server
+/// and is shared by every process, on any host, that connects to it.
 #[derive(Clone)]
 pub struct SharedMemory {
-    handle: Arc<Handle>,
+    inner: Arc<Inner>,
+}
+
+/// The backends. An enum rather than a trait object, so the in-process
+/// `get` is a predictable branch away from its shard, not a virtual call.
+enum Inner {
+    Local(Handle),
+    #[cfg(feature = "redis")]
+    Redis(Box<redis_store::RedisStore>),
+}
+
+/// The in-process store seen only through the backend contract (its
+/// inherent methods of the same names would otherwise be picked).
+#[inline(always)]
+fn as_backend(store: &Store) -> &impl Backend {
+    store
+}
+
+/// Runs `$body` with `$backend` bound to the store behind `$memory`
+/// (each arm monomorphised: static dispatch).
+macro_rules! with_backend {
+    ($memory:expr, |$backend:ident| $body:expr) => {
+        match &*$memory.inner {
+            Inner::Local(handle) => {
+                let guard = handle.store();
+                let $backend = as_backend(&guard);
+                $body
+            }
+            #[cfg(feature = "redis")]
+            Inner::Redis($backend) => $body,
+        }
+    };
 }
 
 /// What the last clone drops: it stops the snapshot thread, then writes the
@@ -112,6 +155,14 @@ struct Handle {
     /// The snapshot file, fixed by the first open (or reopen).
     path: OnceLock<PathBuf>,
     periodic: Option<Periodic>,
+}
+
+impl Handle {
+    fn store(&self) -> MappedRwLockReadGuard<'_, Store> {
+        // Recursive: a closure given to `update` may read the store again
+        // while a swap waits for the lock.
+        RwLockReadGuard::map(self.store.read_recursive(), |store| &**store)
+    }
 }
 
 impl Drop for Handle {
@@ -131,13 +182,68 @@ impl Drop for Handle {
 impl SharedMemory {
     /// A new, empty store that lives in memory only.
     pub fn in_memory() -> SharedMemory {
+        SharedMemory::local(Handle {
+            store: RwLock::new(Arc::new(Store::in_memory())),
+            path: OnceLock::new(),
+            periodic: None,
+        })
+    }
+
+    fn local(handle: Handle) -> SharedMemory {
         SharedMemory {
-            handle: Arc::new(Handle {
-                store: RwLock::new(Arc::new(Store::in_memory())),
-                path: OnceLock::new(),
-                periodic: None,
-            }),
+            inner: Arc::new(Inner::Local(handle)),
         }
+    }
+
+    /// Connects to the store kept on the Redis server `config` names (a URL
+    /// such as `"redis://10.0.0.5:6379/0"`, or a
+    /// [`RedisConfig`](crate::RedisConfig) with a namespace and timeout).
+    /// Every handle connected to the same server and namespace, in any
+    /// process on any host, is the same store, with the same contract as the
+    /// in-process one: versions from one global counter (`INCR`), `set`,
+    /// `update`, `increment` and `delete` atomic (Lua scripts), fencing by
+    /// leader epoch.
+    ///
+    /// The differences are the ones a network brings:
+    ///
+    /// * Every operation is a round trip (`update` and `increment` two), and
+    ///   may fail with [`Error::Backend`] when the server cannot be reached
+    ///   within the timeout; a failed write may or may not have been applied.
+    ///   The operations that return no `Result` ([`len`](Self::len),
+    ///   [`keys`](Self::keys), [`contains_key`](Self::contains_key),
+    ///   [`version_of`](Self::version_of), [`version`](Self::version)) log
+    ///   such a failure and answer as for an empty store.
+    /// * Durability is Redis': a write is acknowledged once Redis applied
+    ///   it, and survives a Redis crash as its `appendonly` and
+    ///   `appendfsync` settings say (`appendfsync always` for every write).
+    ///   [`persist`](Self::persist) only checks the fence;
+    ///   [`durability`](Self::durability) and [`path`](Self::path) are
+    ///   `None`.
+    /// * Fencing is checked by every write, not only by `persist`: once a
+    ///   newer leader has [`fence`](Self::fence)d the store, a write from a
+    ///   handle fenced at an older epoch fails with [`Error::NotLeader`].
+    ///   A new handle adopts the epoch the store is fenced at.
+    ///
+    /// ```no_run
+    /// use agentry::{RedisConfig, SharedMemory};
+    ///
+    /// let memory = SharedMemory::redis(RedisConfig::new("redis://127.0.0.1:6379/").namespace("app"))?;
+    /// memory.put("plan", &"draft")?;
+    /// assert_eq!(memory.get::<String>("plan")?.unwrap().value, "draft");
+    /// # Ok::<(), agentry::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for a URL that cannot be parsed, an empty
+    /// namespace or a zero timeout; [`Error::Backend`] if the server cannot
+    /// be reached within the timeout.
+    #[cfg(feature = "redis")]
+    pub fn redis(config: impl Into<crate::RedisConfig>) -> Result<SharedMemory> {
+        let store = redis_store::RedisStore::connect(config.into())?;
+        Ok(SharedMemory {
+            inner: Arc::new(Inner::Redis(Box::new(store))),
+        })
     }
 
     /// Opens the store persisted at `path` with the default durability,
@@ -176,19 +282,20 @@ impl SharedMemory {
             Durability::Periodic(period) => Some(Periodic::start(Arc::clone(&store), period)?),
             Durability::OnPersist | Durability::Journal => None,
         };
-        Ok(SharedMemory {
-            handle: Arc::new(Handle {
-                store: RwLock::new(store),
-                path: OnceLock::from(path.as_ref().to_path_buf()),
-                periodic,
-            }),
-        })
+        Ok(SharedMemory::local(Handle {
+            store: RwLock::new(store),
+            path: OnceLock::from(path.as_ref().to_path_buf()),
+            periodic,
+        }))
     }
 
-    fn store(&self) -> MappedRwLockReadGuard<'_, Store> {
-        // Recursive: a closure given to `update` may read the store again
-        // while a swap waits for the lock.
-        RwLockReadGuard::map(self.handle.store.read_recursive(), |store| &**store)
+    /// The in-process handle; `None` on another backend.
+    fn handle(&self) -> Option<&Handle> {
+        match &*self.inner {
+            Inner::Local(handle) => Some(handle),
+            #[cfg(feature = "redis")]
+            Inner::Redis(_) => None,
+        }
     }
 
     /// Opens the store persisted at `path` in [`Durability::Journal`] mode
@@ -201,17 +308,24 @@ impl SharedMemory {
     ///
     /// As [`open_with`](Self::open_with); the current store stays in place.
     pub(crate) fn reopen(&self, path: &Path) -> Result<()> {
-        debug_assert!(self.handle.periodic.is_none(), "reopen of a periodic store");
+        let Some(handle) = self.handle() else {
+            return Err(Error::InvalidConfig(
+                "a shared memory on another backend cannot be reopened from a file".into(),
+            ));
+        };
+        debug_assert!(handle.periodic.is_none(), "reopen of a periodic store");
         let store = Arc::new(Store::open(path, Durability::Journal)?);
-        let _ = self.handle.path.set(path.to_path_buf());
-        *self.handle.store.write() = store;
+        let _ = handle.path.set(path.to_path_buf());
+        *handle.store.write() = store;
         Ok(())
     }
 
     /// Swaps an empty in-memory store in under this handle: a deposed leader
     /// stops touching the files, which now belong to the new leader.
     pub(crate) fn detach(&self) {
-        *self.handle.store.write() = Arc::new(Store::in_memory());
+        if let Some(handle) = self.handle() {
+            *handle.store.write() = Arc::new(Store::in_memory());
+        }
     }
 
     /// Writes (`Some`) or deletes (`None`) every key given, then waits once
@@ -221,14 +335,18 @@ impl SharedMemory {
     /// # Errors
     ///
     /// [`Error::Io`] if the journal write fails (the writes are applied in
-    /// memory but may not be durable).
+    /// memory but may not be durable); [`Error::Backend`] on Redis.
     pub(crate) fn write_batch(&self, writes: Vec<(String, Option<Vec<u8>>)>) -> Result<()> {
-        self.store().write_batch(writes)
+        with_backend!(self, |backend| backend.write_batch(writes))
     }
 
     /// Every key with its encoded value.
-    pub(crate) fn entries(&self) -> Vec<(String, Vec<u8>)> {
-        self.store().entries()
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] on Redis.
+    pub(crate) fn entries(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        with_backend!(self, |backend| backend.entries())
     }
 
     /// Reads `key` as a `T`, with its version; `None` if the key is absent.
@@ -240,27 +358,28 @@ impl SharedMemory {
     /// `u64`, cannot be told apart); [`Error::InvalidInput`] for an empty key.
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<Versioned<T>>> {
         check_key(key)?;
-        self.store()
-            .read(key, |entry| {
-                codec::decode(&entry.bytes).map(|value| Versioned {
-                    value,
-                    version: entry.version,
-                })
-            })
-            .transpose()
+        with_backend!(self, |backend| {
+            backend
+                .read(key, |bytes, version| {
+                    codec::decode(bytes).map(|value| Versioned { value, version })
+                })?
+                .transpose()
+        })
     }
 
     /// The version of `key`, or [`Version::NONE`] if it is absent; cheaper
     /// than [`get`](Self::get) when the value is not needed.
     pub fn version_of(&self, key: &str) -> Version {
-        self.store()
-            .read(key, |entry| entry.version)
+        let version = with_backend!(self, |backend| backend.read(key, |_, version| version));
+        logged("read the version of a key", version)
+            .flatten()
             .unwrap_or(Version::NONE)
     }
 
     /// Whether `key` is present.
     pub fn contains_key(&self, key: &str) -> bool {
-        self.store().read(key, |_| ()).is_some()
+        let present = with_backend!(self, |backend| backend.contains(key));
+        logged("check a key", present).unwrap_or(false)
     }
 
     /// Writes `value` under `key` only if the key is still at `expected`
@@ -280,15 +399,7 @@ impl SharedMemory {
     ) -> Result<Version> {
         check_key(key)?;
         let bytes = codec::encode(value)?;
-        let ((), version) = self.store().mutate(key, |entry| {
-            let actual = entry.map_or(Version::NONE, |e| e.version);
-            if actual == expected {
-                Ok((Action::Write(bytes), ()))
-            } else {
-                Err(conflict(key, expected, actual))
-            }
-        })?;
-        Ok(version)
+        with_backend!(self, |backend| backend.write(key, bytes, Some(expected)))
     }
 
     /// Writes `value` under `key` whatever its version, and returns the new
@@ -301,10 +412,7 @@ impl SharedMemory {
     pub fn put<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<Version> {
         check_key(key)?;
         let bytes = codec::encode(value)?;
-        let ((), version) = self
-            .store()
-            .mutate(key, |_| Ok((Action::Write(bytes), ())))?;
-        Ok(version)
+        with_backend!(self, |backend| backend.write(key, bytes, None))
     }
 
     /// Read-modify-write, atomic for `key`: calls `f` with the current value
@@ -324,10 +432,12 @@ impl SharedMemory {
         F: FnMut(Option<T>) -> T,
     {
         check_key(key)?;
-        let (value, version) = self.store().mutate(key, |entry| {
-            let current = entry.map(|e| codec::decode::<T>(&e.bytes)).transpose()?;
-            let value = f(current);
-            Ok((Action::Write(codec::encode(&value)?), value))
+        let (value, version) = with_backend!(self, |backend| {
+            backend.update(key, |bytes| {
+                let current = bytes.map(codec::decode::<T>).transpose()?;
+                let value = f(current);
+                Ok((codec::encode(&value)?, value))
+            })
         })?;
         Ok(Versioned { value, version })
     }
@@ -343,14 +453,16 @@ impl SharedMemory {
     /// fails.
     pub fn increment(&self, key: &str, delta: i64) -> Result<i64> {
         check_key(key)?;
-        let (value, _) = self.store().mutate(key, |entry| {
-            let current = entry.map_or(Ok(0), |e| codec::decode::<i64>(&e.bytes))?;
-            let value = current.checked_add(delta).ok_or_else(|| {
-                Error::InvalidInput(format!(
-                    "incrementing key {key:?} at {current} by {delta} overflows an i64"
-                ))
-            })?;
-            Ok((Action::Write(codec::encode(&value)?), value))
+        let (value, _) = with_backend!(self, |backend| {
+            backend.update(key, |bytes| {
+                let current = bytes.map_or(Ok(0), codec::decode::<i64>)?;
+                let value = current.checked_add(delta).ok_or_else(|| {
+                    Error::InvalidInput(format!(
+                        "incrementing key {key:?} at {current} by {delta} overflows an i64"
+                    ))
+                })?;
+                Ok((codec::encode(&value)?, value))
+            })
         })?;
         Ok(value)
     }
@@ -365,13 +477,7 @@ impl SharedMemory {
     /// write fails.
     pub fn delete(&self, key: &str) -> Result<bool> {
         check_key(key)?;
-        let (present, _) = self.store().mutate(key, |entry| {
-            Ok(match entry {
-                Some(_) => (Action::Remove, true),
-                None => (Action::Keep, false),
-            })
-        })?;
-        Ok(present)
+        with_backend!(self, |backend| backend.remove(key, None))
     }
 
     /// Removes `key` only if it is at `expected`; returns whether something
@@ -385,23 +491,13 @@ impl SharedMemory {
     /// key; [`Error::Io`] if the journal write fails.
     pub fn delete_if(&self, key: &str, expected: Version) -> Result<bool> {
         check_key(key)?;
-        let (removed, _) = self.store().mutate(key, |entry| {
-            let actual = entry.map_or(Version::NONE, |e| e.version);
-            if actual != expected {
-                Err(conflict(key, expected, actual))
-            } else if actual.is_none() {
-                Ok((Action::Keep, false))
-            } else {
-                Ok((Action::Remove, true))
-            }
-        })?;
-        Ok(removed)
+        with_backend!(self, |backend| backend.remove(key, Some(expected)))
     }
 
     /// The number of keys. Under concurrent writes it is a moment's count,
     /// summed shard by shard.
     pub fn len(&self) -> usize {
-        self.store().len()
+        logged("count keys", with_backend!(self, |backend| backend.len())).unwrap_or(0)
     }
 
     /// Whether the store holds no key.
@@ -411,23 +507,26 @@ impl SharedMemory {
 
     /// Every key, in no particular order.
     pub fn keys(&self) -> Vec<String> {
-        self.store().keys()
+        logged("list keys", with_backend!(self, |backend| backend.keys())).unwrap_or_default()
     }
 
     /// The global version: the version of the newest write, or
     /// [`Version::NONE`] if the store was never written.
     pub fn version(&self) -> Version {
-        self.store().version()
+        let version = with_backend!(self, |backend| backend.version());
+        logged("read the global version", version).unwrap_or(Version::NONE)
     }
 
-    /// The durability of a persisted store; `None` in memory.
+    /// The durability of a persisted store; `None` in memory and on Redis
+    /// (whose own settings decide).
     pub fn durability(&self) -> Option<Durability> {
-        self.store().durability()
+        self.handle()?.store().durability()
     }
 
-    /// The snapshot file of a persisted store; `None` in memory.
+    /// The snapshot file of a persisted store; `None` in memory and on
+    /// Redis.
     pub fn path(&self) -> Option<&Path> {
-        self.handle.path.get().map(PathBuf::as_path)
+        self.handle()?.path.get().map(PathBuf::as_path)
     }
 
     /// Claims the store's files for the leader elected with `epoch` (the
@@ -463,14 +562,14 @@ impl SharedMemory {
     /// than the snapshot's on disk (nothing changes then); [`Error::Io`] if
     /// the snapshot cannot be written.
     pub fn fence(&self, epoch: u64) -> Result<()> {
-        self.store().fence(epoch)
+        with_backend!(self, |backend| backend.fence(epoch))
     }
 
     /// The fencing epoch this store writes under: the last one
     /// [`fence`](Self::fence)d, else the one its snapshot carried when it was
     /// opened (0 without election, and in memory).
     pub fn epoch(&self) -> u64 {
-        self.store().epoch()
+        with_backend!(self, |backend| backend.epoch())
     }
 
     /// Writes a snapshot of the whole store; every write that returned before
@@ -485,19 +584,30 @@ impl SharedMemory {
     /// epoch than this store's: a newer leader [`fence`](Self::fence)d it, and
     /// this store may no longer write it.
     pub fn persist(&self) -> Result<()> {
-        self.store().persist()
+        with_backend!(self, |backend| backend.persist())
     }
 }
 
 impl fmt::Debug for SharedMemory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SharedMemory")
-            .field("keys", &self.len())
-            .field("version", &self.version())
-            .field("path", &self.path())
-            .field("durability", &self.durability())
-            .field("epoch", &self.epoch())
-            .finish()
+        match &*self.inner {
+            Inner::Local(_) => f
+                .debug_struct("SharedMemory")
+                .field("keys", &self.len())
+                .field("version", &self.version())
+                .field("path", &self.path())
+                .field("durability", &self.durability())
+                .field("epoch", &self.epoch())
+                .finish(),
+            // No round trips (which could fail) just to print a handle.
+            #[cfg(feature = "redis")]
+            Inner::Redis(store) => f
+                .debug_struct("SharedMemory")
+                .field("redis", &store.config().url())
+                .field("namespace", &store.config().namespace_prefix())
+                .field("epoch", &self.epoch())
+                .finish(),
+        }
     }
 }
 
@@ -513,12 +623,12 @@ fn check_key(key: &str) -> Result<()> {
     }
 }
 
-fn conflict(key: &str, expected: Version, actual: Version) -> Error {
-    Error::Conflict {
-        key: key.to_owned(),
-        expected,
-        actual,
-    }
+/// The value of an operation whose signature has no room for an error: a
+/// backend failure (only possible on Redis) is logged and read as `None`.
+fn logged<T>(operation: &str, result: Result<T>) -> Option<T> {
+    result
+        .inspect_err(|e| tracing::warn!(error = %e, "shared memory could not {operation}"))
+        .ok()
 }
 
 #[cfg(test)]

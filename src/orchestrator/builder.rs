@@ -13,6 +13,7 @@ use crate::election::ElectionConfig;
 use crate::error::{Error, Result};
 use crate::ids::Role;
 use crate::memory::SharedMemory;
+use crate::tabs::TabPool;
 
 /// Makes a fresh agent of one spec: at start, and later for replacements.
 pub(crate) type Factory = Arc<dyn Fn() -> Box<dyn Agent> + Send + Sync>;
@@ -46,6 +47,13 @@ pub struct OrchestratorBuilder {
     pub(crate) state_dir: Option<PathBuf>,
     pub(crate) election: Option<ElectionConfig>,
     pub(crate) priority_aging: Option<Duration>,
+    pub(crate) tabs: Option<TabPool>,
+    #[cfg(feature = "redis")]
+    pub(crate) redis: Option<crate::RedisConfig>,
+    #[cfg(feature = "redis")]
+    pub(crate) node: Option<String>,
+    #[cfg(feature = "redis")]
+    pub(crate) visibility_timeout: Duration,
 }
 
 impl Default for OrchestratorBuilder {
@@ -64,6 +72,13 @@ impl Default for OrchestratorBuilder {
             state_dir: None,
             election: None,
             priority_aging: None,
+            tabs: None,
+            #[cfg(feature = "redis")]
+            redis: None,
+            #[cfg(feature = "redis")]
+            node: None,
+            #[cfg(feature = "redis")]
+            visibility_timeout: super::redis_queue::DEFAULT_VISIBILITY_TIMEOUT,
         }
     }
 }
@@ -154,9 +169,65 @@ impl OrchestratorBuilder {
     /// The leader election's configuration, with
     /// [`state_dir`](Self::state_dir) (default:
     /// `ElectionConfig::new(format!("pid-{}", std::process::id()))`, a 10 s
-    /// heartbeat and a 30 s lease).
+    /// heartbeat and a 30 s lease). On a Redis cluster node (with the `redis`
+    /// feature), the nodes elect a leader on Redis, in the cluster's
+    /// namespace, only when this is given: [`Orchestrator::is_leader`] then
+    /// tells the one node that should do what only one must; every node
+    /// still pulls tasks.
     pub fn election(mut self, config: ElectionConfig) -> Self {
         self.election = Some(config);
+        self
+    }
+
+    /// Makes this orchestrator one node of a cluster on the Redis server
+    /// `redis` names (a URL or a [`RedisConfig`](crate::RedisConfig); nodes
+    /// of one cluster share server and namespace), as `docs/SCALING.md`
+    /// describes. [`Orchestrator::submit`] on any node appends the task to
+    /// the cluster's queue in Redis (one stream per priority) under a
+    /// cluster-wide id; every node's agents pull from it, critical first; a
+    /// task held by a node that stops answering is taken over by another
+    /// after the [visibility timeout](Self::visibility_timeout) and runs
+    /// again ([`Task::attempt`](crate::Task::attempt) counts the takeover);
+    /// results are stored in Redis, the oldest evicted past the
+    /// [retention](Self::result_retention), and
+    /// [`Orchestrator::result`]/[`Orchestrator::wait`] on any node read
+    /// them.
+    ///
+    /// Every node should have agents for every role and capability its
+    /// cluster's tasks ask for: a node fails a task it pulled and cannot
+    /// serve, as a single orchestrator does at submit.
+    ///
+    /// Not yet supported on Redis: tasks with dependencies (refused with
+    /// [`Error::InvalidInput`]), [`Orchestrator::cancel`] of a task held by
+    /// another node, messages between nodes (the broker stays local), and a
+    /// state directory. The nodes need no leader to share the queue (any node
+    /// takes over a dead node's tasks); with [`election`](Self::election)
+    /// they elect one on Redis all the same. Default: none.
+    #[cfg(feature = "redis")]
+    pub fn redis(mut self, redis: impl Into<crate::RedisConfig>) -> Self {
+        self.redis = Some(redis.into());
+        self
+    }
+
+    /// This node's name in a [Redis cluster](Self::redis): its consumer
+    /// name in the task streams and its row in
+    /// [`Orchestrator::cluster_nodes`]. Must be unique in the cluster and
+    /// stable across restarts of the node (a restarted node finds the tasks
+    /// it held). Default: `pid-<process id>`.
+    #[cfg(feature = "redis")]
+    pub fn node(mut self, name: impl Into<String>) -> Self {
+        self.node = Some(name.into());
+        self
+    }
+
+    /// How long a task held by a [Redis cluster](Self::redis) node may go
+    /// without that node answering before another node takes it over
+    /// (default 30 s; nodes look for such tasks every third of it). A live
+    /// node refreshes what it holds every third of this, however long its
+    /// tasks run.
+    #[cfg(feature = "redis")]
+    pub fn visibility_timeout(mut self, timeout: Duration) -> Self {
+        self.visibility_timeout = timeout;
         self
     }
 
@@ -217,6 +288,15 @@ impl OrchestratorBuilder {
         self
     }
 
+    /// The browser tabs the agents share
+    /// ([`AgentContext::tabs`](crate::AgentContext::tabs)); its figures
+    /// appear in [`StatusReport::tabs`](crate::StatusReport::tabs). Default:
+    /// none.
+    pub fn tab_pool(mut self, pool: TabPool) -> Self {
+        self.tabs = Some(pool);
+        self
+    }
+
     /// Starts the orchestrator: spawns every agent thread.
     ///
     /// # Errors
@@ -226,11 +306,14 @@ impl OrchestratorBuilder {
     /// [`priority_aging`](Self::priority_aging) interval is under 1 ms, both
     /// [`memory`](Self::memory) and
     /// [`state_dir`](Self::state_dir) were given,
-    /// [`election`](Self::election) was given without a state directory, or
+    /// [`election`](Self::election) was given without a state directory
+    /// (or Redis), or
     /// the election configuration is unsafe (see
     /// [`LeaderElection::new`](crate::LeaderElection::new)); [`Error::Io`]
     /// when a thread cannot be spawned or the state directory cannot be
-    /// created.
+    /// created. With `redis`: [`Error::InvalidConfig`] also with a state
+    /// directory, an empty node name or a visibility timeout under 10 ms,
+    /// and [`Error::Backend`] when the server cannot be reached.
     pub fn build(self) -> Result<Orchestrator> {
         self.validate()?;
         Orchestrator::start(self)
@@ -268,8 +351,31 @@ impl OrchestratorBuilder {
                     .into(),
             );
         }
-        if self.state_dir.is_none() && self.election.is_some() {
-            return invalid("`election` needs a `state_dir` to hold the election".into());
+        #[cfg(feature = "redis")]
+        let holder = self.state_dir.is_some() || self.redis.is_some();
+        #[cfg(not(feature = "redis"))]
+        let holder = self.state_dir.is_some();
+        if !holder && self.election.is_some() {
+            return invalid(
+                "`election` needs a `state_dir` (or `redis`) to hold the election".into(),
+            );
+        }
+        #[cfg(feature = "redis")]
+        if self.redis.is_some() {
+            if self.state_dir.is_some() {
+                return invalid("`redis` with `state_dir`: a node's tasks live in redis".into());
+            }
+            if self.visibility_timeout < Duration::from_millis(10) {
+                return invalid(format!(
+                    "visibility_timeout {:?} is below 10 ms",
+                    self.visibility_timeout
+                ));
+            }
+            if self.node.as_deref() == Some("") {
+                return invalid("the node name must not be empty".into());
+            }
+        } else if self.node.is_some() {
+            return invalid("`node` needs `redis`".into());
         }
         for (spec, _) in &self.specs {
             if spec.count == 0 {
@@ -298,6 +404,7 @@ impl fmt::Debug for OrchestratorBuilder {
             .field("state_dir", &self.state_dir)
             .field("election", &self.election)
             .field("priority_aging", &self.priority_aging)
-            .finish()
+            .field("tabs", &self.tabs)
+            .finish_non_exhaustive()
     }
 }

@@ -133,7 +133,7 @@ impl StateDir {
         self.tasks.fence(epoch)?;
         let mut results = Vec::new();
         let mut records = Vec::new();
-        for (key, bytes) in self.tasks.entries() {
+        for (key, bytes) in self.tasks.entries()? {
             if key.starts_with(RESULT_PREFIX) {
                 results.push(TaskResult::from(postcard::from_bytes::<ResultRecord>(
                     &bytes,

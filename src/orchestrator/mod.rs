@@ -10,6 +10,8 @@
 mod builder;
 mod durable;
 mod events;
+#[cfg(feature = "redis")]
+mod redis_queue;
 mod status;
 
 use std::collections::HashMap;
@@ -32,6 +34,7 @@ use crate::error::{Error, Missing, Result};
 use crate::ids::{AgentId, AgentState, Role, TaskId};
 use crate::memory::SharedMemory;
 use crate::parallel::ParallelPool;
+use crate::tabs::TabPool;
 
 pub(crate) use builder::Factory;
 pub use builder::{
@@ -41,6 +44,12 @@ pub use builder::{
 pub(crate) use durable::Recorded;
 use durable::StateDir;
 pub use events::Event;
+#[cfg(feature = "redis")]
+pub use redis_queue::DEFAULT_VISIBILITY_TIMEOUT;
+#[cfg(feature = "redis")]
+use redis_queue::RedisQueue;
+#[cfg(feature = "redis")]
+pub use status::NodeStatus;
 pub use status::{AgentStatus, PoolStatus, QueueDepths, StatusReport, TaskTotals};
 
 /// The sender id of messages from the orchestrator itself; agents are
@@ -57,6 +66,8 @@ pub(crate) struct Shared {
     pub(crate) memory: SharedMemory,
     /// The one data-parallel pool of all agents.
     pub(crate) parallel: ParallelPool,
+    /// The browser tabs the agents share, if any.
+    pub(crate) tabs: Option<TabPool>,
     events: Sender<Event>,
     events_dropped: AtomicU64,
     supervisor: Sender<Request>,
@@ -71,6 +82,9 @@ pub(crate) struct Shared {
     state: Option<StateDir>,
     /// With a state directory: this instance's candidacy.
     election: Option<Arc<ElectionHandle>>,
+    /// As a node of a cluster on Redis: the cluster's queue.
+    #[cfg(feature = "redis")]
+    redis: Option<Arc<RedisQueue>>,
 }
 
 impl Shared {
@@ -86,6 +100,11 @@ impl Shared {
     }
 
     pub(crate) fn submit_all(&self, tasks: Vec<Task>, ids: &mut Vec<TaskId>) -> Result<()> {
+        #[cfg(feature = "redis")]
+        if let Some(queue) = &self.redis {
+            ids.extend(queue.enqueue(tasks)?);
+            return Ok(());
+        }
         let (Some(state), Some(election)) = (&self.state, &self.election) else {
             let mut fx = Effects::default();
             let submitted = self.distributor.lock().submit(tasks, ids, &mut fx);
@@ -120,8 +139,10 @@ impl Shared {
     }
 
     /// Carries out what the distributor decided under its lock: wakes the
-    /// agents handed work, emits events.
+    /// application threads whose results arrived and the agents handed
+    /// work, emits events.
     pub(crate) fn apply(&self, fx: &mut Effects) {
+        self.results.wake_due();
         for agent in fx.wake.drain(..) {
             // A refused wake-up is harmless: a full mailbox means the agent
             // is awake and looks at its batch after every message.
@@ -226,6 +247,9 @@ pub struct Orchestrator {
     /// With a state directory: the thread following the election.
     /// Dropping the sender stops it.
     leadership: Option<(JoinHandle<()>, Sender<()>)>,
+    /// As a Redis cluster node: the thread pulling tasks, and its stop flag.
+    #[cfg(feature = "redis")]
+    pump: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
     shutdown_timeout: Duration,
     shut_down: bool,
 }
@@ -270,8 +294,33 @@ impl Orchestrator {
             }
             None => (None, None),
         };
+        // A cluster node may also stand in an election held on Redis.
+        #[cfg(feature = "redis")]
+        let election = match (&config.redis, &config.election) {
+            (Some(redis), Some(election_config)) => Some(Arc::new(
+                LeaderElection::redis(redis.clone(), election_config.clone())?.start()?,
+            )),
+            _ => election,
+        };
+        #[cfg(feature = "redis")]
+        let redis = match &config.redis {
+            Some(redis) => Some(Arc::new(RedisQueue::connect(
+                redis.clone(),
+                config
+                    .node
+                    .clone()
+                    .unwrap_or_else(|| format!("pid-{}", std::process::id())),
+                config.visibility_timeout,
+                config.result_retention,
+            )?)),
+            None => None,
+        };
+        #[cfg(feature = "redis")]
+        let recording = state.is_some() || redis.is_some();
+        #[cfg(not(feature = "redis"))]
+        let recording = state.is_some();
         let (recorder_tx, recorder_inbox) = crossbeam_channel::unbounded();
-        let recorder_tx = state.is_some().then_some(recorder_tx);
+        let recorder_tx = recording.then_some(recorder_tx);
         let shared = Arc::new(Shared {
             distributor: Mutex::new(Distributor::new(
                 pools,
@@ -285,6 +334,7 @@ impl Orchestrator {
             // Over a state directory, the memory is loaded on takeover.
             memory: config.memory.unwrap_or_else(SharedMemory::in_memory),
             parallel: ParallelPool::new(config.parallelism),
+            tabs: config.tabs.clone(),
             events: events_tx,
             events_dropped: AtomicU64::new(0),
             supervisor: supervisor_tx,
@@ -295,6 +345,8 @@ impl Orchestrator {
             started: Instant::now(),
             state,
             election,
+            #[cfg(feature = "redis")]
+            redis,
         });
         let factories: Vec<Factory> = config.specs.iter().map(|(_, f)| Arc::clone(f)).collect();
         let mut agents = Vec::new();
@@ -305,14 +357,30 @@ impl Orchestrator {
             recorder: None,
             recorder_tx,
             leadership: None,
+            #[cfg(feature = "redis")]
+            pump: None,
             shutdown_timeout: config.shutdown_timeout,
             shut_down: false,
         };
         if orchestrator.shared.state.is_some() {
             orchestrator.recorder = Some(durable::spawn_recorder(
                 Arc::clone(&shared),
+                recorder_inbox.clone(),
+            )?);
+        }
+        #[cfg(feature = "redis")]
+        if let Some(queue) = &shared.redis {
+            orchestrator.recorder = Some(redis_queue::spawn_recorder(
+                Arc::clone(queue),
                 recorder_inbox,
             )?);
+            // A node dispatches from the start: there is no leader to wait for.
+            let mut fx = Effects::default();
+            shared
+                .distributor
+                .lock()
+                .restore(Vec::new(), Vec::new(), &mut fx);
+            shared.apply(&mut fx);
         }
         for (spec, (agent_spec, factory)) in config.specs.iter().enumerate() {
             for _ in 0..agent_spec.count {
@@ -341,6 +409,20 @@ impl Orchestrator {
             config.health,
             agents,
         )?);
+        #[cfg(feature = "redis")]
+        if let Some(queue) = &shared.redis {
+            let stop = Arc::new(AtomicBool::new(false));
+            let agents = config.specs.iter().map(|(spec, _)| spec.count).sum();
+            orchestrator.pump = Some((
+                redis_queue::spawn_pump(
+                    Arc::clone(&shared),
+                    Arc::clone(queue),
+                    agents,
+                    Arc::clone(&stop),
+                )?,
+                stop,
+            ));
+        }
         if let Some(election) = &shared.election {
             let (stop, stopped) = crossbeam_channel::bounded(0);
             orchestrator.leadership = Some((
@@ -382,8 +464,21 @@ impl Orchestrator {
     }
 
     /// The result of a finished task; `None` while it is queued or running
-    /// (or when it is unknown or its result was evicted).
+    /// (or when it is unknown or its result was evicted). On a
+    /// Redis cluster node (`OrchestratorBuilder::redis`), the result of a
+    /// task run by any node (`None` also when Redis cannot be reached; the
+    /// failure is logged).
     pub fn result(&self, id: TaskId) -> Option<TaskResult> {
+        // A node answers from Redis only: a result it holds locally but has
+        // not stored yet would not be visible on the other nodes.
+        #[cfg(feature = "redis")]
+        if let Some(queue) = &self.shared.redis {
+            return queue
+                .result(id)
+                .inspect_err(|error| tracing::warn!(%error, "reading a result from redis failed"))
+                .ok()
+                .flatten();
+        }
         self.shared.results.get(id)
     }
 
@@ -392,9 +487,16 @@ impl Orchestrator {
     /// # Errors
     /// [`Error::Timeout`] when it has not finished in time;
     /// [`Error::NotFound`] when `id` was never submitted or its result was
-    /// evicted.
+    /// evicted. On a Redis cluster node (`OrchestratorBuilder::redis`), the
+    /// result of a task run by any node, once stored in Redis: an unknown id
+    /// is then [`Error::Timeout`] too, and [`Error::Backend`] when Redis
+    /// cannot be reached.
     pub fn wait(&self, id: TaskId, timeout: Duration) -> Result<TaskResult> {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::clock::deadline_after(timeout);
+        #[cfg(feature = "redis")]
+        if let Some(queue) = &self.shared.redis {
+            return wait_on_redis(queue, id, deadline);
+        }
         if let Some(result) = self.shared.results.get(id) {
             return Ok(result);
         }
@@ -499,7 +601,14 @@ impl Orchestrator {
             totals,
             uptime,
             events_dropped: self.shared.events_dropped.load(Ordering::Relaxed),
+            tabs: self.shared.tabs.as_ref().map(TabPool::stats),
         }
+    }
+
+    /// The browser tabs the agents share, if the orchestrator was given a
+    /// pool ([`OrchestratorBuilder::tab_pool`]).
+    pub fn tabs(&self) -> Option<&TabPool> {
+        self.shared.tabs.as_ref()
     }
 
     /// The shared memory the agents use. With a
@@ -522,10 +631,53 @@ impl Orchestrator {
         &self.events
     }
 
+    /// The nodes of this orchestrator's [Redis cluster](OrchestratorBuilder::redis)
+    /// that ever wrote a heartbeat (every third of the visibility timeout),
+    /// sorted by name: compare [`NodeStatus::heartbeat`] with the
+    /// visibility timeout to judge which are alive.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] when this orchestrator is not a cluster
+    /// node; [`Error::Backend`] when Redis cannot be reached.
+    #[cfg(feature = "redis")]
+    pub fn cluster_nodes(&self) -> Result<Vec<NodeStatus>> {
+        let queue = self.cluster()?;
+        Ok(queue
+            .nodes()?
+            .into_iter()
+            .map(|(name, heartbeat, agents)| NodeStatus {
+                name,
+                heartbeat,
+                agents,
+            })
+            .collect())
+    }
+
+    /// Tasks of this orchestrator's [Redis cluster](OrchestratorBuilder::redis)
+    /// that no node has pulled yet, per priority.
+    ///
+    /// # Errors
+    ///
+    /// As [`cluster_nodes`](Self::cluster_nodes).
+    #[cfg(feature = "redis")]
+    pub fn cluster_queued(&self) -> Result<QueueDepths> {
+        Ok(QueueDepths::from_ranks(self.cluster()?.depths()?))
+    }
+
+    #[cfg(feature = "redis")]
+    fn cluster(&self) -> Result<&RedisQueue> {
+        self.shared.redis.as_deref().ok_or_else(|| {
+            Error::InvalidConfig("this orchestrator is not a node of a redis cluster".into())
+        })
+    }
+
     /// Whether this instance may dispatch: always `true` without a
     /// [state directory](OrchestratorBuilder::state_dir); with one, `true`
     /// from the end of a takeover (state loaded, tasks re-queued) for as
-    /// long as the election says this instance leads.
+    /// long as the election says this instance leads. On a Redis cluster
+    /// node given an [election](OrchestratorBuilder::election), whether this
+    /// node leads the cluster (every node dispatches either way).
     pub fn is_leader(&self) -> bool {
         match &self.shared.election {
             None => true,
@@ -551,6 +703,13 @@ impl Orchestrator {
             return Ok(());
         }
         self.shut_down = true;
+        // A cluster node stops pulling first; the tasks it holds and has not
+        // started are left pending in Redis, for another node to take over.
+        #[cfg(feature = "redis")]
+        if let Some((pump, stop)) = self.pump.take() {
+            stop.store(true, Ordering::Release);
+            let _ = pump.join();
+        }
         let mut fx = Effects::default();
         self.shared.distributor.lock().close(&mut fx);
         self.shared.apply(&mut fx);
@@ -558,7 +717,7 @@ impl Orchestrator {
             self.stop_durable();
             return Ok(());
         };
-        let deadline = Instant::now() + self.shutdown_timeout;
+        let deadline = crate::clock::deadline_after(self.shutdown_timeout);
         let (reply_tx, reply) = crossbeam_channel::bounded(1);
         self.shared.request(Request::Shutdown {
             deadline,
@@ -636,5 +795,21 @@ impl std::fmt::Debug for Orchestrator {
             )
             .field("shut_down", &self.shut_down)
             .finish()
+    }
+}
+
+/// Waits for a result stored by any node of a Redis cluster, polling Redis
+/// (every 2 ms) until `deadline`.
+#[cfg(feature = "redis")]
+fn wait_on_redis(queue: &RedisQueue, id: TaskId, deadline: Instant) -> Result<TaskResult> {
+    const POLL: Duration = Duration::from_millis(2);
+    loop {
+        if let Some(result) = queue.result(id)? {
+            return Ok(result);
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Timeout);
+        }
+        std::thread::sleep(POLL.min(deadline.saturating_duration_since(Instant::now())));
     }
 }

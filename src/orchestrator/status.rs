@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::ids::{AgentId, AgentState, Role, TaskId};
+use crate::tabs::TabPoolStats;
 
 /// One agent's row in a [`StatusReport`].
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -63,7 +64,8 @@ pub struct PoolStatus {
     pub failed: bool,
 }
 
-/// Tasks waiting in the queues, per priority.
+/// Tasks waiting to start, per priority: queued, or handed to an agent
+/// (in a batch of quick tasks) and not yet begun.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct QueueDepths {
     /// Critical tasks waiting.
@@ -166,6 +168,9 @@ pub struct StatusReport {
     pub throughput: f64,
     /// Events dropped because the application did not read them.
     pub events_dropped: u64,
+    /// The figures of the agents' tab pool, if the orchestrator has one
+    /// ([`OrchestratorBuilder::tab_pool`](crate::OrchestratorBuilder::tab_pool)).
+    pub tabs: Option<TabPoolStats>,
 }
 
 impl StatusReport {
@@ -227,6 +232,9 @@ impl fmt::Display for StatusReport {
             "queues: critical {} | high {} | normal {} | low {} | waiting on dependencies {} | running {}",
             q.critical, q.high, q.normal, q.low, self.waiting_on_dependencies, self.running
         )?;
+        if let Some(tabs) = &self.tabs {
+            writeln!(f, "{tabs}")?;
+        }
         let t = &self.totals;
         write!(
             f,
@@ -255,4 +263,17 @@ pub(crate) fn format_duration(d: Duration) -> String {
     } else {
         format!("{:.2}s", d.as_secs_f64())
     }
+}
+
+/// One node of a Redis cluster, as its last heartbeat says; from
+/// [`Orchestrator::cluster_nodes`](crate::Orchestrator::cluster_nodes).
+#[cfg(feature = "redis")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// The node's [name](crate::OrchestratorBuilder::node).
+    pub name: String,
+    /// When it last wrote its heartbeat (its wall clock).
+    pub heartbeat: std::time::SystemTime,
+    /// How many agents it started with.
+    pub agents: usize,
 }

@@ -42,7 +42,7 @@ pub fn run_batch(
     tasks: impl IntoIterator<Item = Task>,
     timeout: Duration,
 ) -> Result<BatchOutcome> {
-    let deadline = Instant::now() + timeout;
+    let deadline = crate::clock::deadline_after(timeout);
     let ids = orchestrator.submit_batch(tasks)?;
     let mut results = Vec::with_capacity(ids.len());
     for &id in &ids {

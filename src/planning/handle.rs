@@ -75,7 +75,7 @@ impl PlanHandle<'_> {
     /// [`Error::Timeout`] when the root has not ended in time; the plan
     /// goes on, and another call resumes the wait.
     pub fn wait_timeout(&mut self, timeout: Duration) -> Result<StepResult> {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::clock::deadline_after(timeout);
         loop {
             self.poll();
             if self.finished {

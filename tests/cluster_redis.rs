@@ -1,0 +1,453 @@
+//! Orchestrators as nodes of one cluster on Redis (feature `redis`): a task
+//! submitted on one node runs on any, results are read from any, strict
+//! priority across the cluster, retention of results, configuration checks,
+//! a Redis restart mid-run, kill -9 of a node process mid-work with every
+//! accepted task finished (its tasks taken over after the visibility
+//! timeout), and the nodes' election: one leader, a handover on shutdown,
+//! and a SIGSTOPped leader node replaced under a greater epoch, stepping
+//! down when resumed. Multi-process tests re-execute this binary as nodes.
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::collections::HashSet;
+use std::env;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use agentry::{
+    AgentContext, AutoscalePolicy, ElectionConfig, Error, LeaderElection, LeaderInfo, Orchestrator,
+    OrchestratorBuilder, Output, Priority, RedisConfig, Role, Task, TaskError, TaskStatus,
+};
+use common::RedisServer;
+
+/// Set in a child: the Redis URL of the cluster it joins.
+const CHILD: &str = "AGENTRY_REDIS_NODE_CHILD";
+/// A child stops by itself after this long, should its parent be gone.
+const CHILD_LIFETIME: Duration = Duration::from_secs(60);
+/// Generous bound for anything that should take well under a second.
+const PATIENCE: Duration = Duration::from_secs(60);
+const VISIBILITY: Duration = Duration::from_millis(500);
+
+/// Set in a child: the Redis URL of the cluster it joins as a candidate.
+const CANDIDATE: &str = "AGENTRY_REDIS_CANDIDATE_CHILD";
+/// Starts every line a candidate child reports.
+const MARK: &str = "@node ";
+
+/// A fast election, with a lease long enough for a busy two-core machine.
+fn election(name: &str) -> ElectionConfig {
+    ElectionConfig::new(name)
+        .heartbeat_interval(Duration::from_millis(50))
+        .lease_timeout(Duration::from_millis(500))
+        .retry_interval(Duration::from_millis(10))
+}
+
+/// A node whose agents answer with the node's name after `work`.
+fn node(url: &str, name: &str, agents: usize, work: Duration) -> Orchestrator {
+    node_builder(url, name, agents, work).build().unwrap()
+}
+
+fn node_builder(url: &str, name: &str, agents: usize, work: Duration) -> OrchestratorBuilder {
+    let answer = name.to_owned();
+    Orchestrator::builder()
+        .agents(Role::Researcher, agents, move || {
+            let answer = answer.clone();
+            move |_: &Task, _: &AgentContext| -> Result<Output, TaskError> {
+                thread::sleep(work);
+                Ok(Output::encode(&answer)?)
+            }
+        })
+        .autoscale(AutoscalePolicy::disabled())
+        .redis(url)
+        .node(name)
+        .visibility_timeout(VISIBILITY)
+}
+
+fn job() -> Task {
+    Task::new("job").with_role(Role::Researcher)
+}
+
+#[test]
+fn tasks_submitted_on_one_node_run_on_every_node_and_results_are_read_anywhere() {
+    let server = RedisServer::start();
+    let a = node(&server.url(), "a", 2, Duration::from_millis(5));
+    let b = node(&server.url(), "b", 2, Duration::from_millis(5));
+    let ids = a.submit_batch((0..200).map(|_| job())).unwrap();
+    let mut ran_on = HashSet::new();
+    for id in &ids {
+        let result = b.wait(*id, PATIENCE).unwrap();
+        assert_eq!(result.status(), TaskStatus::Succeeded, "{result:?}");
+        ran_on.insert(result.output::<String>().unwrap());
+        assert_eq!(a.result(*id).unwrap().id(), *id);
+    }
+    assert_eq!(ran_on, HashSet::from(["a".to_owned(), "b".to_owned()]));
+    let ids: HashSet<_> = ids.into_iter().collect();
+    assert_eq!(ids.len(), 200, "cluster-wide ids are unique");
+    let nodes = a.cluster_nodes().unwrap();
+    let names: Vec<_> = nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert!(nodes.iter().all(|n| n.agents == 2));
+    assert_eq!(a.cluster_queued().unwrap().total(), 0);
+    a.shutdown().unwrap();
+    b.shutdown().unwrap();
+}
+
+#[test]
+fn a_redis_restart_mid_run_loses_no_accepted_task() {
+    let mut server = RedisServer::start();
+    let a = node(&server.url(), "a", 2, Duration::from_millis(5));
+    let b = node(&server.url(), "b", 2, Duration::from_millis(5));
+    let ids = a.submit_batch((0..200).map(|_| job())).unwrap();
+    for id in &ids[..20] {
+        b.wait(*id, PATIENCE).unwrap();
+    }
+    // SIGKILL and start again: the append-only file (fsynced on every
+    // write) brings back the streams, the pending entries and the results.
+    server.restart();
+    for id in &ids {
+        let result = b.wait(*id, PATIENCE).unwrap();
+        assert_eq!(result.status(), TaskStatus::Succeeded, "{result:?}");
+    }
+    a.shutdown().unwrap();
+    b.shutdown().unwrap();
+}
+
+#[test]
+fn critical_tasks_run_before_low_ones_across_the_cluster() {
+    let server = RedisServer::start();
+    let started = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&started);
+    let orchestrator = Orchestrator::builder()
+        .agents(Role::Researcher, 1, move || {
+            let log = Arc::clone(&log);
+            move |task: &Task, _: &AgentContext| -> Result<Output, TaskError> {
+                log.lock().unwrap().push(task.priority());
+                Ok(Output::empty())
+            }
+        })
+        .autoscale(AutoscalePolicy::disabled())
+        .redis(server.url())
+        .build()
+        .unwrap();
+    let low = (0..30).map(|_| job().with_priority(Priority::Low));
+    let critical = (0..30).map(|_| job().with_priority(Priority::Critical));
+    let ids = orchestrator.submit_batch(low.chain(critical)).unwrap();
+    for id in ids {
+        orchestrator.wait(id, PATIENCE).unwrap();
+    }
+    let order = started.lock().unwrap().clone();
+    let last_critical = order
+        .iter()
+        .rposition(|p| *p == Priority::Critical)
+        .unwrap();
+    let lows_before = order[..last_critical]
+        .iter()
+        .filter(|p| **p == Priority::Low)
+        .count();
+    // At most the tasks the node held before the batch arrived (two per
+    // agent) can come first.
+    assert!(
+        lows_before <= 2,
+        "{lows_before} low tasks ran before a critical one: {order:?}"
+    );
+    orchestrator.shutdown().unwrap();
+}
+
+#[test]
+fn results_past_the_retention_are_evicted_oldest_first() {
+    let server = RedisServer::start();
+    let orchestrator = Orchestrator::builder()
+        .agents(Role::Researcher, 1, || {
+            |_: &Task, _: &AgentContext| -> Result<Output, TaskError> { Ok(Output::empty()) }
+        })
+        .redis(RedisConfig::new(server.url()).namespace("retained"))
+        .result_retention(5)
+        .build()
+        .unwrap();
+    let ids = orchestrator.submit_batch((0..20).map(|_| job())).unwrap();
+    for id in &ids {
+        orchestrator.wait(*id, PATIENCE).unwrap();
+    }
+    // A second node sees only what Redis keeps.
+    let reader = Orchestrator::builder()
+        .agents(Role::Researcher, 1, || {
+            |_: &Task, _: &AgentContext| -> Result<Output, TaskError> { Ok(Output::empty()) }
+        })
+        .redis(RedisConfig::new(server.url()).namespace("retained"))
+        .node("reader")
+        .build()
+        .unwrap();
+    let kept: Vec<_> = ids
+        .iter()
+        .filter(|id| reader.result(**id).is_some())
+        .collect();
+    assert_eq!(kept, ids[15..].iter().collect::<Vec<_>>());
+    orchestrator.shutdown().unwrap();
+    reader.shutdown().unwrap();
+}
+
+#[test]
+fn bad_cluster_configurations_are_refused() {
+    let worker =
+        || |_: &Task, _: &AgentContext| -> Result<Output, TaskError> { Ok(Output::empty()) };
+    let base = || Orchestrator::builder().agents(Role::Researcher, 1, worker);
+    let dir = tempfile::tempdir().unwrap();
+    for (what, built) in [
+        ("node without redis", base().node("a").build()),
+        (
+            "redis with a state directory",
+            base()
+                .redis("redis://127.0.0.1:1/")
+                .state_dir(dir.path())
+                .build(),
+        ),
+        (
+            "empty node name",
+            base().redis("redis://127.0.0.1:1/").node("").build(),
+        ),
+        (
+            "tiny visibility timeout",
+            base()
+                .redis("redis://127.0.0.1:1/")
+                .visibility_timeout(Duration::from_millis(1))
+                .build(),
+        ),
+    ] {
+        assert!(
+            matches!(built, Err(Error::InvalidConfig(_))),
+            "{what}: {built:?}"
+        );
+    }
+    let unreachable = base()
+        .redis(RedisConfig::new("redis://127.0.0.1:1/").timeout(Duration::from_millis(100)))
+        .build();
+    assert!(
+        matches!(unreachable, Err(Error::Backend { .. })),
+        "{unreachable:?}"
+    );
+    let server = RedisServer::start();
+    let orchestrator = base().redis(server.url()).build().unwrap();
+    let dependent = job().after(agentry::TaskId::new(1));
+    assert!(matches!(
+        orchestrator.submit(dependent),
+        Err(Error::InvalidInput(_))
+    ));
+    orchestrator.shutdown().unwrap();
+}
+
+#[test]
+fn nodes_given_an_election_elect_one_leader_and_hand_over_on_shutdown() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let mut nodes: Vec<Orchestrator> = (0..3)
+        .map(|n| {
+            let name = format!("n{n}");
+            node_builder(&url, &name, 1, Duration::ZERO)
+                .election(election(&name))
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let leader = wait_for_leader(&url, None);
+    let leading = |nodes: &[Orchestrator]| nodes.iter().filter(|n| n.is_leader()).count();
+    let deadline = Instant::now() + PATIENCE;
+    while leading(&nodes) != 1 {
+        assert!(Instant::now() < deadline, "never exactly one leader");
+        thread::sleep(Duration::from_millis(5));
+    }
+    let index: usize = leader.instance_id[1..].parse().unwrap();
+    assert!(nodes[index].is_leader());
+    nodes.remove(index).shutdown().unwrap();
+    let next = wait_for_leader(&url, Some(leader.epoch));
+    assert_ne!(next.instance_id, leader.instance_id);
+    for node in nodes {
+        node.shutdown().unwrap();
+    }
+}
+
+/// The leader the cluster's election names, once there is one with an
+/// epoch above `after`.
+fn wait_for_leader(url: &str, after: Option<u64>) -> LeaderInfo {
+    let observer = LeaderElection::redis(url, election("observer")).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(info) = observer.leader().unwrap() {
+            if after.is_none_or(|e| info.epoch > e) {
+                return info;
+            }
+        }
+        assert!(Instant::now() < deadline, "no new leader");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+// ------------------------------------------------------------ multi process
+
+/// A candidate child's body: a node with an election, reporting on stdout
+/// when it starts and stops leading.
+#[test]
+fn child_candidate_node() {
+    let Ok(url) = env::var(CANDIDATE) else {
+        return;
+    };
+    let name = format!("pid-{}", std::process::id());
+    let orchestrator = node_builder(&url, &name, 1, Duration::ZERO)
+        .election(election(&name))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let mut leading = false;
+    while started.elapsed() < CHILD_LIFETIME {
+        if orchestrator.is_leader() != leading {
+            leading = !leading;
+            println!("{MARK}{}", if leading { "leading" } else { "following" });
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Child processes, resumed and killed on drop, even when a test fails.
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            // A stopped child must run again to die of SIGKILL promptly.
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn signal(name: &str, pid: u32) {
+    let status = Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+#[test]
+fn a_frozen_leader_node_is_replaced_under_a_greater_epoch_and_steps_down() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let (lines_tx, lines) = mpsc::channel::<(u32, String)>();
+    let _children = Children(
+        (0..3)
+            .map(|_| {
+                let mut child = Command::new(env::current_exe().unwrap())
+                    .args([
+                        "--exact",
+                        "child_candidate_node",
+                        "--nocapture",
+                        "--test-threads=1",
+                    ])
+                    .env(CANDIDATE, &url)
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                let (pid, stdout) = (child.id(), child.stdout.take().unwrap());
+                let lines_tx = lines_tx.clone();
+                thread::spawn(move || {
+                    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                        if let Some(at) = line.find(MARK) {
+                            let _ = lines_tx.send((pid, line[at + MARK.len()..].to_owned()));
+                        }
+                    }
+                });
+                child
+            })
+            .collect(),
+    );
+    let first = wait_for_leader(&url, None);
+    // Freeze it only once it knows it leads, so that stepping down shows.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (pid, what) = lines.recv_timeout(left).expect("the leader never said so");
+        if pid == first.pid && what == "leading" {
+            break;
+        }
+    }
+    signal("STOP", first.pid);
+    let second = wait_for_leader(&url, Some(first.epoch));
+    assert_ne!(second.pid, first.pid);
+    signal("CONT", first.pid);
+    let deadline = Instant::now() + PATIENCE;
+    let mut stepped_down = false;
+    while !stepped_down {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (pid, what) = lines
+            .recv_timeout(left)
+            .expect("the resumed leader never stepped down");
+        stepped_down = pid == first.pid && what == "following";
+    }
+}
+
+/// The child's body: a node with two agents, until killed.
+#[test]
+fn child_node() {
+    let Ok(url) = env::var(CHILD) else {
+        return;
+    };
+    let name = format!("child-{}", std::process::id());
+    let orchestrator = node(&url, &name, 2, Duration::from_millis(20));
+    thread::sleep(CHILD_LIFETIME);
+    drop(orchestrator);
+}
+
+fn spawn_child(url: &str) -> Child {
+    Command::new(env::current_exe().unwrap())
+        .args(["--exact", "child_node", "--nocapture", "--test-threads=1"])
+        .env(CHILD, url)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn a_node_killed_mid_work_loses_no_accepted_task() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let mut children = Children((0..3).map(|_| spawn_child(&url)).collect());
+    // The parent submits and waits through a node of its own, one agent.
+    let parent = node(&url, "parent", 1, Duration::from_millis(20));
+    let deadline = Instant::now() + PATIENCE;
+    while parent.cluster_nodes().unwrap().len() < 4 {
+        assert!(Instant::now() < deadline, "the child nodes never joined");
+        thread::sleep(Duration::from_millis(10));
+    }
+    let ids = parent.submit_batch((0..400).map(|_| job())).unwrap();
+    // Kill one child once the cluster is well into the work.
+    for id in &ids[..40] {
+        parent.wait(*id, PATIENCE).unwrap();
+    }
+    let victim = children.0.remove(0);
+    let victim_name = format!("child-{}", victim.id());
+    let mut victim = victim;
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+
+    let mut taken_over = 0;
+    for id in &ids {
+        let result = parent.wait(*id, PATIENCE).unwrap();
+        assert_eq!(result.status(), TaskStatus::Succeeded, "{result:?}");
+        if result.attempts() > 1 {
+            taken_over += 1;
+            assert_ne!(result.output::<String>().unwrap(), victim_name);
+        }
+    }
+    assert!(
+        taken_over > 0,
+        "the killed node held no task: the test proved nothing"
+    );
+    drop(children);
+    parent.shutdown().unwrap();
+}
