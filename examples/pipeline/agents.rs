@@ -263,11 +263,15 @@ pub fn researcher(crew: &Crew, task: &Task, ctx: &AgentContext) -> Reply {
     Ok(Output::encode(&fetched)?)
 }
 
-/// Fetches `url` in a tab leased from the orchestrator's pool.
+/// Fetches `url` in a tab leased from the orchestrator's pool; the lease
+/// gives the tab back when it drops.
 fn fetch(ctx: &AgentContext, url: &str) -> Result<String, TaskError> {
-    let _ = LEASE_TIMEOUT;
-    let _ = ctx;
-    crate::fetch::get(url).map_err(|e| TaskError::retryable(format!("fetching {url}: {e}")))
+    let pool = ctx
+        .tabs()
+        .ok_or_else(|| TaskError::fatal("the orchestrator has no tab pool"))?;
+    let mut tab = pool.lease_for(url, LEASE_TIMEOUT)?;
+    tab.navigate(url)?;
+    Ok(tab.html()?)
 }
 
 /// The extractor: reads one page, and records what worked.

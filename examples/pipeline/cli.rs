@@ -15,6 +15,9 @@ Options:
   --state-dir DIR  where the results persist; a later run with the same
                    folder reuses what it knows (default: agentry-pipeline in
                    the system's temporary folder)
+  --browser NAME   how researchers fetch pages: http, or chromium (a headless
+                   Chromium; builds with --features chrome only). Default:
+                   chromium when built with --features chrome, http otherwise
   --chaos P        make a fraction P of attempts panic, 0 to 0.5, to watch
                    agents being replaced and tasks retried (default 0)
   --quiet          plain log lines instead of the live view
@@ -29,8 +32,39 @@ pub struct Options {
     pub agents: usize,
     pub state_dir: PathBuf,
     pub chaos: f64,
+    pub browser: Browser,
     pub quiet: bool,
     pub json: bool,
+}
+
+/// The backend of the researchers' tabs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Browser {
+    Http,
+    #[cfg(feature = "chrome")]
+    Chromium,
+}
+
+impl Default for Browser {
+    #[cfg(feature = "chrome")]
+    fn default() -> Browser {
+        Browser::Chromium
+    }
+
+    #[cfg(not(feature = "chrome"))]
+    fn default() -> Browser {
+        Browser::Http
+    }
+}
+
+impl Browser {
+    pub fn name(self) -> &'static str {
+        match self {
+            Browser::Http => "http",
+            #[cfg(feature = "chrome")]
+            Browser::Chromium => "chromium",
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -49,6 +83,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         agents: 2,
         state_dir: std::env::temp_dir().join("agentry-pipeline"),
         chaos: 0.0,
+        browser: Browser::default(),
         quiet: false,
         json: false,
     };
@@ -78,6 +113,22 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
                     .ok()
                     .filter(|n| (1..=16).contains(n))
                     .ok_or_else(|| format!("--agents takes a number from 1 to 16, not {v:?}"))?;
+            }
+            "--browser" => {
+                options.browser = match value("http or chromium")?.as_str() {
+                    "http" => Browser::Http,
+                    #[cfg(feature = "chrome")]
+                    "chromium" => Browser::Chromium,
+                    #[cfg(not(feature = "chrome"))]
+                    "chromium" => {
+                        return Err(
+                            "--browser chromium needs a build with --features chrome".into()
+                        );
+                    }
+                    other => {
+                        return Err(format!("--browser takes http or chromium, not {other:?}"));
+                    }
+                }
             }
             "--chaos" => {
                 let v = value("a fraction from 0 to 0.5")?;

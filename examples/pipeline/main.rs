@@ -17,7 +17,6 @@
 mod agents;
 mod cli;
 mod extract;
-mod fetch;
 mod html;
 mod report;
 mod server;
@@ -32,14 +31,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use agentry::tabs::TabPool;
 use agentry::{
     AgentContext, AutoscalePolicy, Durability, Error, Event, HealthConfig, Orchestrator, Plan,
     Role, SharedMemory, SkillLibrary, Step, Task,
 };
 
 use crate::agents::{Crew, OrgRecord, PageReport};
-use crate::cli::{Command, Options};
-use crate::report::{AgentsReport, Report, SiteReport, SkillReport, Totals};
+use crate::cli::{Browser, Command, Options};
+use crate::report::{AgentsReport, Report, SiteReport, SkillReport, TabsReport, Totals};
 use crate::server::Server;
 use crate::sites::Site;
 use crate::view::{Mode, View};
@@ -106,6 +106,18 @@ fn quiet_chaos_panics() {
     }));
 }
 
+/// The researchers' tab pool, of `browser`'s tabs.
+fn tab_pool(browser: Browser, max_tabs: usize) -> agentry::Result<TabPool> {
+    let builder = match browser {
+        Browser::Http => TabPool::builder(agentry::tabs::HttpBrowser::new()),
+        #[cfg(feature = "chrome")]
+        Browser::Chromium => TabPool::builder(agentry::tabs::ChromeBrowser::launch()?),
+    };
+    // Every organisation is served from one local server: one host, so the
+    // per-site limit caps how many tabs load from it at once.
+    builder.max_tabs(max_tabs).per_site_limit(max_tabs).build()
+}
+
 /// Attempts per step: enough that, with a fraction `chaos` of attempts
 /// panicking, all `steps` succeed but for a one-in-a-million chance.
 fn attempts_for(chaos: f64, steps: usize) -> u32 {
@@ -144,7 +156,9 @@ fn run(options: &Options, sites: &[Site]) -> Result<Report, Box<dyn std::error::
     ));
     let n = options.agents;
     type Work = fn(&Crew, &Task, &AgentContext) -> Result<agentry::Output, agentry::TaskError>;
+    let tabs = tab_pool(options.browser, 2 * n)?;
     let mut builder = Orchestrator::builder()
+        .tab_pool(tabs)
         .memory(memory.clone())
         .min_agents(n)
         .max_agents(2 * n)
@@ -179,9 +193,10 @@ fn run(options: &Options, sites: &[Site]) -> Result<Report, Box<dyn std::error::
     let mut view = View::new(
         mode,
         format!(
-            "agentry pipeline: {} sites, {pages} pages at {}, {n} agents/role",
+            "agentry pipeline: {} sites, {pages} pages at {}, {n} agents/role, {} tabs",
             sites.len(),
-            server.url()
+            server.url(),
+            options.browser.name()
         ),
     );
     let goal = Step::goal("contacts", agents::GOAL)
@@ -298,6 +313,17 @@ fn run(options: &Options, sites: &[Site]) -> Result<Report, Box<dyn std::error::
             success_rate: s.stats().success_rate(),
         })
         .collect();
+    let tabs = status
+        .tabs
+        .as_ref()
+        .map_or_else(TabsReport::default, |t| TabsReport {
+            browser: options.browser.name(),
+            max_tabs: t.max_tabs,
+            opened: t.opened,
+            leases: t.leases,
+            recycled: t.recycled,
+            timeouts: t.timeouts,
+        });
     let secs = elapsed.as_secs_f64().max(1e-6);
     let report = Report {
         sites: report_sites,
@@ -307,6 +333,7 @@ fn run(options: &Options, sites: &[Site]) -> Result<Report, Box<dyn std::error::
         totals,
         agents,
         skills,
+        tabs,
         state_dir: options.state_dir.display().to_string(),
         memory_file: memory_file.display().to_string(),
     };

@@ -12,6 +12,8 @@ pub struct Report {
     pub totals: Totals,
     pub agents: AgentsReport,
     pub skills: Vec<SkillReport>,
+    /// The researchers' tab pool.
+    pub tabs: TabsReport,
     pub elapsed_ms: u64,
     pub pages_per_second: f64,
     pub tasks_per_second: f64,
@@ -62,4 +64,15 @@ pub struct SkillReport {
     pub uses: u64,
     pub successes: u64,
     pub success_rate: f64,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct TabsReport {
+    /// `http` or `chromium`.
+    pub browser: &'static str,
+    pub max_tabs: usize,
+    pub opened: u64,
+    pub leases: u64,
+    pub recycled: u64,
+    pub timeouts: u64,
 }

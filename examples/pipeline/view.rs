@@ -145,6 +145,12 @@ impl View {
             stats.conflicts.load(Ordering::Relaxed),
             stats.chaos_panics.load(Ordering::Relaxed),
         ));
+        if let Some(t) = &status.tabs {
+            out.push_str(&format!(
+                "tabs: {} open of {}, {} leased, {} agents waiting, {} recycled\n",
+                t.open, t.max_tabs, t.leased, t.waiting, t.recycled
+            ));
+        }
         out.push_str(&progress_bar(progress.done(), progress.total(), elapsed));
         out.push('\n');
         for i in 0..RECENT {
@@ -277,6 +283,11 @@ pub fn print_summary(report: &Report) {
     println!(
         "Agents: {} spawned ({} per role at start), {} replaced after a failure, {} added by auto-scaling; {} chaos panics, {} attempts retried.",
         a.spawned, a.per_role, a.replaced, a.scaled_up, t.chaos_panics, t.retried
+    );
+    let tabs = &report.tabs;
+    println!(
+        "Tabs ({}): {} leases over {} tabs opened (at most {}), {} recycled, {} lease timeouts.",
+        tabs.browser, tabs.leases, tabs.opened, tabs.max_tabs, tabs.recycled, tabs.timeouts
     );
     if !report.skills.is_empty() {
         let skills: Vec<String> = report
