@@ -25,7 +25,7 @@ mod validate;
 mod view;
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -51,7 +51,7 @@ fn main() -> ExitCode {
     let options = match cli::parse(std::env::args().skip(1)) {
         Ok(Command::Run(options)) => options,
         Ok(Command::Help) => {
-            print!("{}", cli::USAGE);
+            let _ = write!(std::io::stdout(), "{}", cli::USAGE);
             return ExitCode::SUCCESS;
         }
         Err(message) => {
@@ -71,7 +71,10 @@ fn main() -> ExitCode {
         Ok(report) => {
             if options.json {
                 match serde_json::to_string_pretty(&report) {
-                    Ok(json) => println!("{json}"),
+                    // A closed stdout only means nobody reads the report.
+                    Ok(json) => {
+                        let _ = writeln!(std::io::stdout(), "{json}");
+                    }
                     Err(e) => {
                         eprintln!("pipeline: cannot write the report: {e}");
                         return ExitCode::FAILURE;
@@ -193,7 +196,7 @@ fn run(options: &Options, sites: &[Site]) -> Result<Report, Box<dyn std::error::
     let mut view = View::new(
         mode,
         format!(
-            "agentry pipeline: {} sites, {pages} pages at {}, {n} agents/role, {} tabs",
+            "agentry pipeline | {} sites, {pages} pages at {} | {} tabs",
             sites.len(),
             server.url(),
             options.browser.name()

@@ -11,6 +11,21 @@ use agentry::{AgentState, Event, Progress, StatusReport};
 use crate::agents::Stats;
 use crate::report::Report;
 
+/// `println!` that ignores a closed stdout (`pipeline | head`): nobody
+/// reads the rest, and the run should still end cleanly.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(io::stdout(), $($arg)*);
+    }};
+}
+
+/// `print!` likewise.
+macro_rules! say_raw {
+    ($($arg:tt)*) => {{
+        let _ = write!(io::stdout(), $($arg)*);
+    }};
+}
+
 /// How the run is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -39,9 +54,9 @@ impl View {
     pub fn new(mode: Mode, header: String) -> View {
         if mode == Mode::Live {
             // Hide the cursor while redrawing.
-            print!("\x1b[?25l");
+            say_raw!("\x1b[?25l");
         } else if mode == Mode::Plain {
-            println!("{header}");
+            say!("{header}");
         }
         View {
             mode,
@@ -55,7 +70,7 @@ impl View {
     /// in the live view.
     pub fn log(&mut self, line: String) {
         match self.mode {
-            Mode::Plain => println!("{line}"),
+            Mode::Plain => say!("{line}"),
             Mode::Live => {
                 if self.recent.len() == RECENT {
                     self.recent.pop_front();
@@ -173,7 +188,7 @@ impl View {
     /// Ends the live view (the last frame stays on screen).
     pub fn finish(&mut self) {
         if self.mode == Mode::Live {
-            print!("\x1b[?25h");
+            say_raw!("\x1b[?25h");
             let _ = io::stdout().flush();
             // The view stays as drawn; nothing more to restore.
             self.mode = Mode::Silent;
@@ -229,14 +244,21 @@ fn short(d: Duration) -> String {
 
 /// The summary for people.
 pub fn print_summary(report: &Report) {
-    println!();
-    println!(
+    say!("");
+    say!(
         "{:<20} {:>5} {:>6} {:>6} {:>6} {:>6} {:>9} {:>8}",
-        "SITE", "PAGES", "REUSED", "PEOPLE", "EMAILS", "PHONES", "ADDRESSES", "REJECTED"
+        "SITE",
+        "PAGES",
+        "REUSED",
+        "PEOPLE",
+        "EMAILS",
+        "PHONES",
+        "ADDRESSES",
+        "REJECTED"
     );
     for (org, site) in &report.sites {
         let c = &site.contacts;
-        println!(
+        say!(
             "{:<20} {:>5} {:>6} {:>6} {:>6} {:>6} {:>9} {:>8}",
             org,
             site.pages,
@@ -249,9 +271,12 @@ pub fn print_summary(report: &Report) {
         );
     }
     let t = &report.totals;
-    println!(
+    say!(
         "{:<20} {:>5} {:>6}   {} contacts (people with their e-mails and phones, e-mails, phones, addresses)",
-        "total", t.pages, t.pages_reused, t.contacts
+        "total",
+        t.pages,
+        t.pages_reused,
+        t.contacts
     );
     let failures: Vec<_> = report
         .sites
@@ -259,9 +284,9 @@ pub fn print_summary(report: &Report) {
         .flat_map(|(org, s)| s.contacts.rejected.iter().map(move |r| (org, r)))
         .collect();
     if !failures.is_empty() {
-        println!("\nValidation failures:");
+        say!("\nValidation failures:");
         for (org, r) in failures {
-            println!(
+            say!(
                 "  {org}/{}: {} ({})",
                 r.pages.join(", "),
                 r.message,
@@ -269,7 +294,7 @@ pub fn print_summary(report: &Report) {
             );
         }
     }
-    println!(
+    say!(
         "\nThroughput: {} pages ({} KiB) in {:.2}s ({:.0} pages/s, {:.0} tasks/s); pages read in parallel: {}; merge conflicts retried: {}.",
         t.pages,
         t.bytes_fetched / 1024,
@@ -280,14 +305,24 @@ pub fn print_summary(report: &Report) {
         t.conflicts
     );
     let a = &report.agents;
-    println!(
+    say!(
         "Agents: {} spawned ({} per role at start), {} replaced after a failure, {} added by auto-scaling; {} chaos panics, {} attempts retried.",
-        a.spawned, a.per_role, a.replaced, a.scaled_up, t.chaos_panics, t.retried
+        a.spawned,
+        a.per_role,
+        a.replaced,
+        a.scaled_up,
+        t.chaos_panics,
+        t.retried
     );
     let tabs = &report.tabs;
-    println!(
+    say!(
         "Tabs ({}): {} leases over {} tabs opened (at most {}), {} recycled, {} lease timeouts.",
-        tabs.browser, tabs.leases, tabs.opened, tabs.max_tabs, tabs.recycled, tabs.timeouts
+        tabs.browser,
+        tabs.leases,
+        tabs.opened,
+        tabs.max_tabs,
+        tabs.recycled,
+        tabs.timeouts
     );
     if !report.skills.is_empty() {
         let skills: Vec<String> = report
@@ -295,13 +330,14 @@ pub fn print_summary(report: &Report) {
             .iter()
             .map(|s| format!("{} {}/{}", s.name, s.successes, s.uses))
             .collect();
-        println!(
+        say!(
             "Skills (successes/uses; a candidate the validators refused is a failed use): {}",
             skills.join(", ")
         );
     }
-    println!(
+    say!(
         "Results: {} (shared memory keys pipeline/contacts/<site>); run again with --state-dir {} to reuse them.",
-        report.memory_file, report.state_dir
+        report.memory_file,
+        report.state_dir
     );
 }
