@@ -10,7 +10,9 @@
 //! with optimistic locking. The memory is persisted in a state directory: a
 //! second run reuses the pages that did not change.
 //!
-//! Run: `cargo run --release --example pipeline` (`-- --help` for options).
+//! Run: `cargo run --release --example pipeline` (`-- --help` for options;
+//! `--chaos 0.2` to watch agents being replaced). The tabs fetch over HTTP;
+//! built with `--features chrome`, they are headless Chromium tabs.
 //! `answers.json` holds the contacts the bundled pages hold;
 //! `tests/pipeline.rs` checks the run finds exactly those.
 
