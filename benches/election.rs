@@ -10,7 +10,11 @@
 //! Processes do not share `Instant`, so both sides use `SystemTime` (the same
 //! kernel clock on one host).
 //!
-//! A third report does the same with whole orchestrators over one state
+//! A second agentry report times the first step alone, the moment the
+//! follower's locker thread holds `leader.lock` (seen through the
+//! `leader_lock_acquired` tracing event it emits): the "lock held" target.
+//!
+//! A further report does the same with whole orchestrators over one state
 //! directory: the leader has accepted 1,000 tasks its agents have not
 //! finished; the follower prints the time at which `is_leader()` turned
 //! true, that is once it has reloaded the shared memory and the task store
@@ -51,6 +55,12 @@ fn main() {
     // select here.
     let base = env::var_os("CARGO_TARGET_TMPDIR").map_or_else(env::temp_dir, Into::into);
     let (bare_p50, bare_p99) = rounds("bare fslock handover", &base, "bare-holder", "bare-waiter");
+    let (locked_p50, locked_p99) = rounds(
+        "agentry takeover (lock held)",
+        &base,
+        "leader",
+        "lock-follower",
+    );
     let (elected_p50, elected_p99) =
         rounds("agentry takeover (Elected)", &base, "leader", "follower");
     let (serving_p50, serving_p99) = rounds(
@@ -65,6 +75,8 @@ fn main() {
         &[
             ("bare_fslock_p50_ns", ns(bare_p50)),
             ("bare_fslock_p99_ns", ns(bare_p99)),
+            ("lock_held_p50_ns", ns(locked_p50)),
+            ("lock_held_p99_ns", ns(locked_p99)),
             ("elected_p50_ns", ns(elected_p50)),
             ("elected_p99_ns", ns(elected_p99)),
             ("serving_p50_ns", ns(serving_p50)),
@@ -159,12 +171,18 @@ fn child(role: &str, dir: &Path) {
             }
             thread::sleep(lifetime);
         }
-        "leader" | "follower" => {
+        "leader" | "follower" | "lock-follower" => {
+            if role == "lock-follower" {
+                tracing::subscriber::set_global_default(LockProbe).expect("one subscriber");
+            }
             let handle = LeaderElection::new(dir, config())
                 .and_then(LeaderElection::start)
                 .expect("start the election");
             if role == "leader" {
                 assert!(handle.wait_until_leader(lifetime));
+                println!("ready");
+                thread::sleep(lifetime);
+            } else if role == "lock-follower" {
                 println!("ready");
                 thread::sleep(lifetime);
             } else {
@@ -211,4 +229,32 @@ fn child(role: &str, dir: &Path) {
         }
         other => panic!("unknown role {other}"),
     }
+}
+
+/// Prints the time at which the election's locker thread reports holding
+/// `leader.lock`, and ignores everything else.
+struct LockProbe;
+
+impl tracing::Subscriber for LockProbe {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        metadata.target().starts_with("agentry::election")
+    }
+
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        if event.fields().any(|f| f.name() == "leader_lock_acquired") {
+            println!("took {}", now_nanos());
+        }
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
 }

@@ -32,11 +32,33 @@ const PATIENCE: Duration = Duration::from_secs(10);
 const HEARTBEAT: Duration = Duration::from_millis(20);
 const LEASE: Duration = Duration::from_millis(100);
 
-fn fast(name: &str) -> ElectionConfig {
+/// A Redis election renews with a round trip (a fsynced write) that a
+/// loaded two-core machine can stretch past 20 ms, and a Redis command
+/// waits at most one heartbeat: its tests run on a slower clock.
+#[cfg(feature = "redis")]
+const REDIS_HEARTBEAT: Duration = Duration::from_millis(100);
+#[cfg(feature = "redis")]
+const REDIS_LEASE: Duration = Duration::from_millis(500);
+
+fn timed(name: &str, heartbeat: Duration, lease: Duration) -> ElectionConfig {
     ElectionConfig::new(name)
-        .heartbeat_interval(HEARTBEAT)
-        .lease_timeout(LEASE)
-        .retry_interval(Duration::from_millis(5))
+        .heartbeat_interval(heartbeat)
+        .lease_timeout(lease)
+        .retry_interval(heartbeat / 4)
+}
+
+fn fast(name: &str) -> ElectionConfig {
+    timed(name, HEARTBEAT, LEASE)
+}
+
+/// The configuration the suite uses at `address` (see [`Venue::address`]).
+fn fast_at(address: &str, name: &str) -> ElectionConfig {
+    #[cfg(feature = "redis")]
+    if address.starts_with("redis:") {
+        return timed(name, REDIS_HEARTBEAT, REDIS_LEASE);
+    }
+    let _ = address;
+    fast(name)
 }
 
 // ---------------------------------------------------------------- in process
@@ -136,7 +158,8 @@ fn child_candidate() {
     let Ok(address) = env::var(CHILD) else {
         return;
     };
-    let handle = Venue::candidate_at(&address, fast(&format!("pid-{}", std::process::id())))
+    let name = format!("pid-{}", std::process::id());
+    let handle = Venue::candidate_at(&address, fast_at(&address, &name))
         .start()
         .unwrap();
     let started = Instant::now();
@@ -285,7 +308,10 @@ impl Venue {
 
     /// The leader its heartbeat record names.
     fn leader(&self) -> Option<LeaderInfo> {
-        self.candidate(fast("observer")).unwrap().leader().unwrap()
+        self.candidate(fast_at(&self.address(), "observer"))
+            .unwrap()
+            .leader()
+            .unwrap()
     }
 
     /// A shared memory handle the leaders fence.
@@ -581,6 +607,14 @@ mod on_files {
 #[cfg(feature = "redis")]
 mod on_redis {
     use super::*;
+
+    // The suite's clock, slower on Redis (these shadow the glob import).
+    const HEARTBEAT: Duration = REDIS_HEARTBEAT;
+    const LEASE: Duration = REDIS_LEASE;
+
+    fn fast(name: &str) -> ElectionConfig {
+        timed(name, HEARTBEAT, LEASE)
+    }
 
     fn venue() -> Venue {
         Venue::Redis(common::RedisServer::start())

@@ -169,6 +169,8 @@ fn fake_target(spawn_ns: f64) -> tempfile::TempDir {
         json!({
             "bare_fslock_p50_ns": 450e3,
             "bare_fslock_p99_ns": 900e3,
+            "lock_held_p50_ns": 600e3,
+            "lock_held_p99_ns": 1.5e6,
             "elected_p50_ns": 800e3,
             "elected_p99_ns": 2e6,
             "serving_p50_ns": 40e6,

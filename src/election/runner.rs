@@ -132,6 +132,10 @@ impl Runner {
             .name("agentry-election-lock".into())
             .spawn(move || {
                 let locked = LockFile::open(&path).and_then(|mut lock| lock.lock().map(|()| lock));
+                if locked.is_ok() {
+                    // The takeover benchmark times this event.
+                    tracing::debug!(leader_lock_acquired = true, "leader lock acquired");
+                }
                 // If the election stopped meanwhile, the send fails and the
                 // lock is dropped, that is released, right here.
                 let _ = send.send(locked);
