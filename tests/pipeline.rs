@@ -25,9 +25,16 @@ struct Run {
 fn pipeline(args: &[&str]) -> Run {
     let mut command = Command::new(env!("CARGO"));
     command.args(["run", "--quiet", "--example", "pipeline"]);
-    if cfg!(feature = "chrome") {
-        // The features of this test, so that its build is reused.
-        command.args(["--features", "chrome"]);
+    // The features of this test, so that its build is reused.
+    let features: Vec<&str> = [
+        ("chrome", cfg!(feature = "chrome")),
+        ("redis", cfg!(feature = "redis")),
+    ]
+    .into_iter()
+    .filter_map(|(name, on)| on.then_some(name))
+    .collect();
+    if !features.is_empty() {
+        command.args(["--features", &features.join(",")]);
     }
     // Cargo gives a test its package's variables (CARGO_MANIFEST_DIR, ...);
     // a build script that watches one (ring's does) would see a change and
