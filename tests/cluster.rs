@@ -389,14 +389,7 @@ fn killing_the_leader_midway_loses_no_accepted_task() {
 
     // The standby takes over and finishes everything.
     assert!(next(&b_lines).starts_with("leader"));
-    loop {
-        let line = next(&b_lines);
-        if line.starts_with("done") {
-            break;
-        }
-        assert!(line.starts_with("accepted"), "{line}");
-        record(&mut accepted, &line);
-    }
+    record_until(&b_lines, "done", &mut accepted);
     assert!(
         b.wait().unwrap().success(),
         "the new leader shut down cleanly"
@@ -415,6 +408,19 @@ fn next(lines: &mpsc::Receiver<String>) -> String {
     lines
         .recv_timeout(PATIENCE)
         .expect("a child report in time")
+}
+
+/// Reads a child's reports up to the first that starts with `until`,
+/// adding the ids of the `accepted` ones on the way.
+fn record_until(lines: &mpsc::Receiver<String>, until: &str, accepted: &mut BTreeSet<u64>) {
+    loop {
+        let line = next(lines);
+        if line.starts_with(until) {
+            return;
+        }
+        assert!(line.starts_with("accepted"), "{line}");
+        record(accepted, &line);
+    }
 }
 
 /// Adds the ids of an `accepted <first> <last>` report.
@@ -465,36 +471,15 @@ fn a_frozen_leader_steps_down_then_leads_and_records_again() {
     );
     // Running again while the other leads: it finds itself deposed.
     signal("CONT", &a);
-    loop {
-        let line = next(&a_lines);
-        if line.starts_with("demoted") {
-            break;
-        }
-        // Accepted just before the freeze, reported after it.
-        assert!(line.starts_with("accepted"), "{line}");
-        record(&mut accepted, &line);
-    }
-    loop {
-        let line = next(&b_lines);
-        if line.starts_with("done") {
-            break;
-        }
-        assert!(line.starts_with("accepted"), "{line}");
-        record(&mut accepted, &line);
-    }
+    // Accepted just before the freeze, reported after it.
+    record_until(&a_lines, "demoted", &mut accepted);
+    record_until(&b_lines, "done", &mut accepted);
     assert!(b.wait().unwrap().success(), "the second leader shut down");
 
     // The standby is gone: the deposed instance leads again, under a third
     // epoch, and its results are recorded like any leader's.
     assert!(next(&a_lines).starts_with("leader"), "leads again");
-    loop {
-        let line = next(&a_lines);
-        if line.starts_with("done") {
-            break;
-        }
-        assert!(line.starts_with("accepted"), "{line}");
-        record(&mut accepted, &line);
-    }
+    record_until(&a_lines, "done", &mut accepted);
     assert!(
         a.wait().unwrap().success(),
         "the re-elected leader shut down"

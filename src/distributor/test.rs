@@ -1,10 +1,11 @@
 use super::*;
 
-fn pool() -> Distributor {
-    // A spec with no agents: every task stays queued, so the distributor's
-    // bookkeeping can be checked without threads.
+/// A distributor over `specs`, with no agents until a test adds some:
+/// every task stays queued, so the bookkeeping can be checked without
+/// threads.
+fn with_specs(specs: Vec<SpecPool>) -> Distributor {
     Distributor::new(
-        vec![SpecPool::new(Role::Researcher, vec!["http".into()], 1)],
+        specs,
         Arc::new(Results::new(100)),
         Scaling {
             policy: AutoscalePolicy::disabled(),
@@ -14,6 +15,14 @@ fn pool() -> Distributor {
         None,
         None,
     )
+}
+
+fn pool() -> Distributor {
+    with_specs(vec![SpecPool::new(
+        Role::Researcher,
+        vec!["http".into()],
+        1,
+    )])
 }
 
 fn aging_pool(interval: Duration) -> Distributor {
@@ -193,20 +202,10 @@ fn queued_work_handed_out_to_a_new_idle_agent_starts_with_the_most_urgent() {
 
 #[test]
 fn equally_loaded_idle_agents_of_two_specs_take_turns() {
-    let mut d = Distributor::new(
-        vec![
-            SpecPool::new(Role::Researcher, Vec::new(), 1),
-            SpecPool::new(Role::Researcher, Vec::new(), 1),
-        ],
-        Arc::new(Results::new(100)),
-        Scaling {
-            policy: AutoscalePolicy::disabled(),
-            min: 1,
-            max: 1,
-        },
-        None,
-        None,
-    );
+    let mut d = with_specs(vec![
+        SpecPool::new(Role::Researcher, Vec::new(), 1),
+        SpecPool::new(Role::Researcher, Vec::new(), 1),
+    ]);
     let mut taken = Vec::new();
     for _ in 0..4 {
         // One idle agent in each spec, neither has run anything.
