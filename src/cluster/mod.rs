@@ -202,7 +202,10 @@ impl Pool {
         };
         loop {
             attempts -= 1;
-            let mut connection = match self.idle.lock().pop() {
+            // Popped apart from the match, so the pool's lock is not held
+            // while a new connection is opened.
+            let popped = self.idle.lock().pop();
+            let mut connection = match popped {
                 Some(connection) => connection,
                 None => self.open_within(self.timeout, operation)?,
             };

@@ -245,7 +245,12 @@ impl RedisStore {
             })?;
         match parse(&raw).ok_or_else(|| unexpected("update", &lossy(&raw)))? {
             Reply::Ok(version, _) => Ok(Version::new(version)),
-            Reply::Fenced(current) => Err(self.not_leader(current)),
+            Reply::Fenced(current) => {
+                // Refused before the script released the key's lock: release
+                // it here, or the new leader waits a whole lease for it.
+                self.unlock(key, token);
+                Err(self.not_leader(current))
+            }
             // The closure outlived the lease and another writer got in.
             Reply::Conflict(actual) => Err(conflict(key, read, actual)),
             Reply::Locked => {

@@ -179,13 +179,18 @@ impl RedisQueue {
                     .arg(count)
                     .query(c)
             })?;
+        // A counter lowered by something else would give ids below zero.
+        let first = (last + 1)
+            .checked_sub(count)
+            .filter(|&first| first > 0)
+            .ok_or_else(|| unexpected("allocate task ids", &last.to_string()))?;
         let mut ids = Vec::with_capacity(tasks.len());
         // MULTI/EXEC: a batch is accepted whole or not at all, and no node
         // reads half of it (strict priority holds within a batch).
         let mut pipe = ::redis::pipe();
         pipe.atomic();
         for (n, mut task) in tasks.into_iter().enumerate() {
-            task.id = TaskId::new(last - count + 1 + n as u64);
+            task.id = TaskId::new(first + n as u64);
             ids.push(task.id);
             let record = postcard::to_stdvec(&task.to_record(&[]))?;
             pipe.cmd("XADD")
@@ -213,6 +218,19 @@ impl RedisQueue {
     /// [`Error::Backend`] if Redis cannot be reached.
     fn claim(&self, max: usize, reclaim: bool) -> Result<Vec<Task>> {
         let mut claimed = Vec::new();
+        match self.claim_into(max, reclaim, &mut claimed) {
+            Ok(()) => Ok(claimed),
+            // The tasks claimed before the failure are in hand: they must
+            // reach the agents, not be dropped with the error.
+            Err(error) if !claimed.is_empty() => {
+                tracing::warn!(%error, claimed = claimed.len(), "claiming tasks stopped early");
+                Ok(claimed)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    fn claim_into(&self, max: usize, reclaim: bool, claimed: &mut Vec<Task>) -> Result<()> {
         for rank in 0..RANKS {
             if reclaim && claimed.len() < max {
                 let stale: StreamAutoClaimReply =
@@ -229,19 +247,19 @@ impl RedisQueue {
                                 .query(c)
                         })?;
                 for entry in stale.claimed {
-                    self.admit(rank, entry, true, &mut claimed)?;
+                    self.admit(rank, entry, true, claimed)?;
                 }
             }
             if claimed.len() < max {
                 let count = max - claimed.len();
-                self.read_new(&self.streams[rank..=rank], count, None, &mut claimed)?;
+                self.read_new(&self.streams[rank..=rank], count, None, claimed)?;
             }
         }
         if claimed.is_empty() {
             // Nothing anywhere: wait a little for any stream.
-            self.read_new(&self.streams, max, Some(IDLE_BLOCK), &mut claimed)?;
+            self.read_new(&self.streams, max, Some(IDLE_BLOCK), claimed)?;
         }
-        Ok(claimed)
+        Ok(())
     }
 
     /// Reads up to `count` entries never delivered from `streams`, waiting
@@ -295,7 +313,15 @@ impl RedisQueue {
             self.acknowledge(rank, &entry.id)?;
             return Ok(());
         };
-        let mut record: TaskRecord = postcard::from_bytes(&bytes)?;
+        let mut record: TaskRecord = match postcard::from_bytes(&bytes) {
+            Ok(record) => record,
+            Err(error) => {
+                // Written by something else (another version?): taking it
+                // again at every reclaim would stall the tasks behind it.
+                tracing::error!(%error, entry = %entry.id, "dropping a task entry that does not decode");
+                return self.acknowledge(rank, &entry.id);
+            }
+        };
         let id = record.id();
         if reclaimed {
             // Only a task delivered before can have been finished already.
@@ -528,14 +554,15 @@ pub(crate) fn spawn_pump(
         .spawn(move || {
             // Twice the agents in hand: each agent has its next task ready.
             let target = agents.max(1) * 2;
-            let mut refreshed = Instant::now() - queue.visibility;
+            // `None`: never refreshed, so due at once.
+            let mut refreshed: Option<Instant> = None;
             while !stop.load(Ordering::Acquire) {
                 // Refreshing and reclaiming run every third of the
                 // visibility timeout; plain reads in between.
-                let due = refreshed.elapsed() >= queue.visibility / 3;
+                let due = refreshed.is_none_or(|at| at.elapsed() >= queue.visibility / 3);
                 if due {
                     match queue.refresh(agents) {
-                        Ok(()) => refreshed = Instant::now(),
+                        Ok(()) => refreshed = Some(Instant::now()),
                         Err(error) => tracing::warn!(%error, "refreshing the tasks in hand failed"),
                     }
                 }

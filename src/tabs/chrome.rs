@@ -219,20 +219,22 @@ impl Browser for ChromeBrowser {
             reason: format!("cannot open a tab: {e:#}"),
         })?;
         let crashed = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&crashed);
-        tab.add_event_listener(Arc::new(move |event: &Event| {
-            if matches!(event, Event::InspectorTargetCrashed(_)) {
-                flag.store(true, Ordering::SeqCst);
-            }
-        }))
-        .map_err(|e| Error::Browser {
-            reason: format!("cannot listen to a new tab: {e:#}"),
-        })?;
+        // Wrapped at once, so that a failure below closes the tab on drop.
         let tab = ChromeTab {
             tab,
             call_timeout: self.call_timeout,
-            crashed,
+            crashed: Arc::clone(&crashed),
         };
+        let flag = crashed;
+        tab.tab
+            .add_event_listener(Arc::new(move |event: &Event| {
+                if matches!(event, Event::InspectorTargetCrashed(_)) {
+                    flag.store(true, Ordering::SeqCst);
+                }
+            }))
+            .map_err(|e| Error::Browser {
+                reason: format!("cannot listen to a new tab: {e:#}"),
+            })?;
         // Crash reports come from the Inspector domain.
         tab.call_or_broken("watching a new tab for crashes", |tab| {
             tab.call_method(Inspector::Enable(None))
