@@ -65,11 +65,12 @@ const RANKS: usize = 4;
 /// How long a pump with nothing to do blocks in `XREADGROUP`.
 const IDLE_BLOCK: Duration = Duration::from_millis(20);
 
-/// Stores a result, acknowledges and deletes its entry, evicts past the
-/// retention. KEYS: results, order, stream. ARGV: id, result bytes, group,
-/// entry id, retention.
+/// Stores a result, acknowledges and deletes its entry, forgets its
+/// takeover count, evicts past the retention. KEYS: results, order, stream,
+/// takeovers. ARGV: id, result bytes, group, entry id, retention.
 const FINISH: &str = r"
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HDEL', KEYS[4], ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[1], ARGV[1])
 redis.call('XACK', KEYS[3], ARGV[3], ARGV[4])
 redis.call('XDEL', KEYS[3], ARGV[4])
@@ -409,10 +410,11 @@ impl RedisQueue {
             // but a restarted server (empty script cache) needs no reload.
             pipe.cmd("EVAL")
                 .arg(FINISH)
-                .arg(3)
+                .arg(4)
                 .arg(&self.results)
                 .arg(&self.order)
                 .arg(&self.streams[entry.rank])
+                .arg(&self.takeovers)
                 .arg(result.id().get())
                 .arg(bytes)
                 .arg(GROUP)
