@@ -497,15 +497,30 @@ impl RedisQueue {
                 &|| format!("read the depth of {stream}"),
                 |c| ::redis::cmd("XINFO").arg("GROUPS").arg(stream).query(c),
             )?;
-            let lag = groups
+            let group = groups
                 .iter()
                 .find(|g| matches!(g.get("name"), Some(::redis::Value::BulkString(n)) if n == GROUP.as_bytes()))
-                .and_then(|g| match g.get("lag") {
-                    Some(::redis::Value::Int(n)) => usize::try_from(*n).ok(),
-                    _ => None,
-                })
-                .ok_or_else(|| unexpected("read a stream's depth", "no lag"))?;
-            depths[rank] = lag;
+                .ok_or_else(|| unexpected("read a stream's depth", "no consumer group"))?;
+            let count = |field: &str| match group.get(field) {
+                Some(::redis::Value::Int(n)) => usize::try_from(*n).ok(),
+                _ => None,
+            };
+            depths[rank] = match count("lag") {
+                Some(lag) => lag,
+                // Redis cannot tell the lag once entries were deleted from
+                // the middle of the stream (finished tasks are). Every entry
+                // left is either delivered and pending, or not delivered.
+                None => {
+                    let pending = count("pending")
+                        .ok_or_else(|| unexpected("read a stream's depth", "no pending count"))?;
+                    let length: usize = self.pool.run(
+                        Retry::Once,
+                        &|| format!("read the length of {stream}"),
+                        |c| ::redis::cmd("XLEN").arg(stream).query(c),
+                    )?;
+                    length.saturating_sub(pending)
+                }
+            };
         }
         Ok(depths)
     }
