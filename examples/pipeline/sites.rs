@@ -3,7 +3,7 @@
 //! after DIR).
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -23,18 +23,9 @@ pub struct Site {
 /// # Errors
 /// A message naming the folder when it cannot be read or holds no page.
 pub fn discover(dir: &Path) -> Result<Vec<Site>, String> {
-    let entries = fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
     let mut sites = Vec::new();
     let mut loose = Vec::new();
-    for entry in entries {
-        let path = entry
-            .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
-            .path();
-        let name = path
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
+    for (path, name) in entries(dir)? {
         if path.is_dir() {
             let mut pages = Vec::new();
             pages_under(&path, "", &mut pages)?;
@@ -75,17 +66,24 @@ fn is_page(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("html") || e.eq_ignore_ascii_case("htm"))
 }
 
-fn pages_under(dir: &Path, prefix: &str, pages: &mut Vec<String>) -> Result<(), String> {
-    let entries = fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
-    for entry in entries {
-        let path = entry
-            .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
-            .path();
+/// The entries of `dir`, each with its file name.
+fn entries(dir: &Path) -> Result<Vec<(PathBuf, String)>, String> {
+    let unreadable = |e: std::io::Error| format!("cannot read {}: {e}", dir.display());
+    let mut entries = Vec::new();
+    for entry in fs::read_dir(dir).map_err(unreadable)? {
+        let path = entry.map_err(unreadable)?.path();
         let name = path
             .file_name()
             .unwrap_or_default()
             .to_string_lossy()
             .into_owned();
+        entries.push((path, name));
+    }
+    Ok(entries)
+}
+
+fn pages_under(dir: &Path, prefix: &str, pages: &mut Vec<String>) -> Result<(), String> {
+    for (path, name) in entries(dir)? {
         if path.is_dir() {
             pages_under(&path, &format!("{prefix}{name}/"), pages)?;
         } else if is_page(&path) {

@@ -287,8 +287,7 @@ impl ChromeTab {
         if self.crashed.load(Ordering::SeqCst) {
             return Err(Unanswered::Crashed);
         }
-        // A deadline too far to represent is none.
-        let deadline = Instant::now().checked_add(deadline);
+        let deadline = crate::clock::deadline_after(deadline);
         let (tx, rx) = crossbeam_channel::bounded(1);
         let tab = Arc::clone(&self.tab);
         std::thread::Builder::new()
@@ -299,11 +298,10 @@ impl ChromeTab {
             .map_err(Unanswered::NoThread)?;
         loop {
             let now = Instant::now();
-            let wait = match deadline {
-                Some(deadline) if now >= deadline => return Err(Unanswered::Late),
-                Some(deadline) => CRASH_CHECK.min(deadline - now),
-                None => CRASH_CHECK,
-            };
+            if now >= deadline {
+                return Err(Unanswered::Late);
+            }
+            let wait = CRASH_CHECK.min(deadline - now);
             if let Ok(answer) = rx.recv_timeout(wait) {
                 return Ok(answer);
             }
