@@ -203,6 +203,7 @@ mod orchestrator;
 pub mod parallel;
 pub mod planning;
 pub mod skills;
+mod spin;
 pub mod tabs;
 
 pub use agent::{Agent, AgentContext, AgentSpec};

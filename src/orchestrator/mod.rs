@@ -34,6 +34,7 @@ use crate::error::{Error, Missing, Result};
 use crate::ids::{AgentId, AgentState, Role, TaskId};
 use crate::memory::SharedMemory;
 use crate::parallel::ParallelPool;
+use crate::spin::AdaptiveSpin;
 use crate::tabs::TabPool;
 
 pub(crate) use builder::Factory;
@@ -57,6 +58,9 @@ pub use status::{AgentStatus, PoolStatus, QueueDepths, StatusReport, TaskTotals}
 pub const ORCHESTRATOR_ID: AgentId = AgentId::new(0);
 
 const EVENT_CAPACITY: usize = 4_096;
+/// How long an agent that runs out of work polls its mailbox, at most,
+/// before it blocks on it.
+const IDLE_SPIN: Duration = Duration::from_micros(50);
 
 /// What the orchestrator, its agents and its monitor share.
 pub(crate) struct Shared {
@@ -77,6 +81,8 @@ pub(crate) struct Shared {
     hung_threads: AtomicUsize,
     /// Whether an idle agent is polling its mailbox (see the runner).
     spinning: AtomicBool,
+    /// How long that agent polls.
+    idle_spin: AdaptiveSpin,
     started: Instant,
     /// With a state directory: its durable task store.
     state: Option<StateDir>,
@@ -182,6 +188,10 @@ impl Shared {
 
     pub(crate) fn stop_spinning(&self) {
         self.spinning.store(false, Ordering::Release);
+    }
+
+    pub(crate) fn idle_spin(&self) -> &AdaptiveSpin {
+        &self.idle_spin
     }
 
     pub(crate) fn set_hung_threads(&self, n: usize) {
@@ -342,6 +352,7 @@ impl Orchestrator {
             names: Mutex::new(HashMap::new()),
             hung_threads: AtomicUsize::new(0),
             spinning: AtomicBool::new(false),
+            idle_spin: AdaptiveSpin::new(IDLE_SPIN),
             started: Instant::now(),
             state,
             election,
