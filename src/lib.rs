@@ -206,6 +206,8 @@ pub mod skills;
 pub mod tabs;
 
 pub use agent::{Agent, AgentContext, AgentSpec};
+#[cfg(feature = "redis")]
+pub use broker::DEFAULT_RELAY_CAPACITY;
 pub use broker::{
     BrokerBuilder, BrokerStats, Control, DEFAULT_DEAD_LETTER_CAPACITY, DEFAULT_MAILBOX_CAPACITY,
     DeadLetter, DeadLetterReason, Delivery, Mailbox, MailboxStats, Message, MessageBroker,
