@@ -726,7 +726,8 @@ impl MessageBroker {
         if topic.is_empty() {
             return Err(Error::InvalidInput("topic name is empty".into()));
         }
-        if self.inner.remote.is_none() && !self.inner.topics.read().contains_key(topic) {
+        let subscribers = self.inner.topics.read().get(topic).cloned();
+        if subscribers.is_none() && self.inner.remote.is_none() {
             return Ok(Delivery::default());
         }
         let body: Arc<[u8]> = postcard::to_allocvec(body)?.into();
@@ -739,12 +740,15 @@ impl MessageBroker {
                 Arc::clone(&body),
             )
         })?;
-        self.publish_here(from, topic, body, &mut delivery);
+        if let Some(subscribers) = subscribers {
+            self.publish_to(&subscribers, from, topic, body, &mut delivery);
+        }
         Ok(delivery)
     }
 
-    /// Delivers a publication to the subscribers registered here, without
-    /// relaying it.
+    /// Delivers a publication relayed from another node to the subscribers
+    /// registered here, without relaying it again.
+    #[cfg(feature = "redis")]
     pub(crate) fn publish_here(
         &self,
         from: AgentId,
@@ -752,10 +756,21 @@ impl MessageBroker {
         body: Arc<[u8]>,
         delivery: &mut Delivery,
     ) {
-        let Some(subscribers) = self.inner.topics.read().get(&*topic).cloned() else {
-            return;
-        };
-        for &id in subscribers.iter() {
+        let subscribers = self.inner.topics.read().get(&*topic).cloned();
+        if let Some(subscribers) = subscribers {
+            self.publish_to(&subscribers, from, topic, body, delivery);
+        }
+    }
+
+    fn publish_to(
+        &self,
+        subscribers: &[AgentId],
+        from: AgentId,
+        topic: Arc<str>,
+        body: Arc<[u8]>,
+        delivery: &mut Delivery,
+    ) {
+        for &id in subscribers {
             let shard = self.shard(id).read();
             // An agent unregistered since the list was read is no longer a
             // subscriber: skipping it is not a loss.

@@ -55,7 +55,8 @@ pub use status::NodeStatus;
 pub use status::{AgentStatus, PoolStatus, QueueDepths, StatusReport, TaskTotals};
 
 /// The sender id of messages from the orchestrator itself; agents are
-/// numbered from 1.
+/// numbered from 1 (on a cluster node, from
+/// [`AgentId::on_node(node, 1)`](AgentId::on_node)).
 pub const ORCHESTRATOR_ID: AgentId = AgentId::new(0);
 
 const EVENT_CAPACITY: usize = 4_096;
