@@ -663,7 +663,8 @@ impl Orchestrator {
     /// A mailbox of the application's own, under a fresh agent id (unique
     /// across the cluster on a Redis cluster node), so that code outside the
     /// agents can talk with them: send with [`Mailbox::id`] as `from`, and
-    /// the agents' replies to that id arrive here, from any node.
+    /// the agents' replies to that id arrive here, from any node. It stays
+    /// registered until [`MessageBroker::unregister`] removes it.
     ///
     /// # Errors
     /// [`Error::AlreadyRegistered`] if the fresh id was registered by hand
