@@ -29,8 +29,12 @@ const CHILD_LIFETIME: Duration = Duration::from_secs(30);
 /// Generous bound for anything that should take milliseconds.
 const PATIENCE: Duration = Duration::from_secs(10);
 
-const HEARTBEAT: Duration = Duration::from_millis(20);
-const LEASE: Duration = Duration::from_millis(100);
+/// A leader process starved of the processor for a whole lease is deposed,
+/// rightly, and the tests would read that as two leaders: the lease is long
+/// enough that a loaded two-core machine running the suite's processes in
+/// parallel does not starve one that long.
+const HEARTBEAT: Duration = Duration::from_millis(50);
+const LEASE: Duration = Duration::from_millis(250);
 
 /// A Redis election renews with a round trip (a fsynced write) that a
 /// loaded two-core machine can stretch past 20 ms, and a Redis command
@@ -68,7 +72,7 @@ fn unsafe_configurations_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let ms = Duration::from_millis;
     for config in [
-        fast("a").lease_timeout(ms(59)),
+        fast("a").lease_timeout(HEARTBEAT * 3 - ms(1)),
         fast("a").retry_interval(HEARTBEAT),
         fast("a").heartbeat_interval(Duration::ZERO),
         fast("a").retry_interval(Duration::ZERO),
@@ -79,7 +83,7 @@ fn unsafe_configurations_are_refused() {
             other => panic!("{config:?} gave {other:?}"),
         }
     }
-    LeaderElection::new(dir.path(), fast("a").lease_timeout(ms(60))).unwrap();
+    LeaderElection::new(dir.path(), fast("a").lease_timeout(HEARTBEAT * 3)).unwrap();
     LeaderElection::new(dir.path(), ElectionConfig::new("defaults")).unwrap();
 }
 
