@@ -408,25 +408,273 @@ fn a_frozen_leader_node_is_replaced_under_a_greater_epoch_and_steps_down() {
     }
 }
 
-/// The child's body: a node with two agents, until killed.
+/// The child's body: a node with two agents, until killed. Each task takes
+/// `CHILD_WORK` milliseconds (20 unless set).
 #[test]
 fn child_node() {
     let Ok(url) = env::var(CHILD) else {
         return;
     };
+    let work = env::var(CHILD_WORK).map_or(20, |ms| ms.parse().unwrap());
     let name = format!("child-{}", std::process::id());
-    let orchestrator = node(&url, &name, 2, Duration::from_millis(20));
+    let orchestrator = node(&url, &name, 2, Duration::from_millis(work));
     thread::sleep(CHILD_LIFETIME);
     drop(orchestrator);
 }
 
+/// Set in a child: how long its tasks take, in milliseconds.
+const CHILD_WORK: &str = "AGENTRY_REDIS_CHILD_WORK_MS";
+
 fn spawn_child(url: &str) -> Child {
+    spawn_child_working(url, Duration::from_millis(20))
+}
+
+fn spawn_child_working(url: &str, work: Duration) -> Child {
     Command::new(env::current_exe().unwrap())
         .args(["--exact", "child_node", "--nocapture", "--test-threads=1"])
         .env(CHILD, url)
+        .env(CHILD_WORK, work.as_millis().to_string())
         .stdout(Stdio::null())
         .spawn()
         .unwrap()
+}
+
+/// A plain connection to the test's server, to look at and tamper with
+/// the cluster's keys.
+fn raw(url: &str) -> redis::Connection {
+    redis::Client::open(url).unwrap().get_connection().unwrap()
+}
+
+/// The consumers holding pending entries of the normal-priority stream.
+fn pending_by_consumer(url: &str) -> Vec<(String, usize)> {
+    let reply: redis::streams::StreamPendingReply = redis::cmd("XPENDING")
+        .arg("agentry:tasks:2")
+        .arg("agentry")
+        .query(&mut raw(url))
+        .unwrap();
+    match reply {
+        redis::streams::StreamPendingReply::Data(data) => data
+            .consumers
+            .into_iter()
+            .map(|c| (c.name, c.pending))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Set in a child: the Redis URL of the cluster it joins as the frozen node.
+const FROZEN: &str = "AGENTRY_REDIS_FROZEN_CHILD";
+
+/// The frozen node's body: node `frozen`, one agent, which counts each
+/// task it starts under `probe:ran:<id>:frozen`. It submits tasks `first`
+/// and `second` (ids 1 and 2 on a fresh server) and pulls both; `first`
+/// waits for `probe:go`, then submits `last`.
+#[test]
+fn child_frozen_node() {
+    let Ok(url) = env::var(FROZEN) else {
+        return;
+    };
+    let probe = url.clone();
+    let orchestrator = Orchestrator::builder()
+        .agents(Role::Researcher, 1, move || {
+            let probe = probe.clone();
+            move |task: &Task, ctx: &AgentContext| -> Result<Output, TaskError> {
+                let mut probe = raw(&probe);
+                let _: i64 = redis::cmd("INCR")
+                    .arg(format!("probe:ran:{}:frozen", task.id().get()))
+                    .query(&mut probe)
+                    .unwrap();
+                if task.kind() == "first" {
+                    while !redis::cmd("EXISTS")
+                        .arg("probe:go")
+                        .query::<bool>(&mut probe)
+                        .unwrap()
+                    {
+                        thread::sleep(Duration::from_millis(5));
+                    }
+                    ctx.submit(Task::new("last").with_role(Role::Researcher))?;
+                }
+                Ok(Output::encode("frozen")?)
+            }
+        })
+        .autoscale(AutoscalePolicy::disabled())
+        .redis(url.as_str())
+        .node("frozen")
+        .visibility_timeout(VISIBILITY)
+        .build()
+        .unwrap();
+    orchestrator
+        .submit_batch(["first", "second"].map(|kind| Task::new(kind).with_role(Role::Researcher)))
+        .unwrap();
+    thread::sleep(CHILD_LIFETIME);
+    drop(orchestrator);
+}
+
+/// The heartbeat node `name` last wrote, in ms since the Unix epoch.
+fn heartbeat_of(url: &str, name: &str) -> u64 {
+    let value: Option<String> = redis::cmd("HGET")
+        .arg("agentry:nodes")
+        .arg(name)
+        .query(&mut raw(url))
+        .unwrap();
+    value.map_or(0, |v| v.split(' ').next().unwrap().parse().unwrap())
+}
+
+fn millis_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[test]
+fn a_node_resumed_after_its_tasks_were_taken_over_does_not_run_them_again() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let children = Children(vec![
+        Command::new(env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "child_frozen_node",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(FROZEN, &url)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ]);
+    let ran = |id: u64, on: &str| -> Option<i64> {
+        redis::cmd("GET")
+            .arg(format!("probe:ran:{id}:{on}"))
+            .query(&mut raw(&url))
+            .unwrap()
+    };
+    // The frozen node holds both tasks and runs `first`.
+    wait_until("the node started its first task", || {
+        ran(1, "frozen").is_some()
+    });
+    wait_until("the node holds both tasks", || {
+        pending_by_consumer(&url) == [("frozen".to_owned(), 2)]
+    });
+    let pid = children.0[0].id();
+    signal("STOP", pid);
+    // Another node takes both over after the visibility timeout.
+    let taker = node(&url, "taker", 1, Duration::ZERO);
+    for id in [1, 2] {
+        let result = taker.wait(agentry::TaskId::new(id), PATIENCE).unwrap();
+        assert_eq!(result.output::<String>().unwrap(), "taker");
+        assert_eq!(result.attempts(), 2, "{result:?}");
+    }
+    taker.shutdown().unwrap();
+    let resumed = millis_now();
+    signal("CONT", pid);
+    // Two heartbeats after the resumption: its first refresh since is over.
+    wait_until("a refresh after the resumption", || {
+        heartbeat_of(&url, "frozen") > resumed
+    });
+    let first = heartbeat_of(&url, "frozen");
+    wait_until("a second refresh", || heartbeat_of(&url, "frozen") > first);
+    let _: () = redis::cmd("SET")
+        .arg("probe:go")
+        .arg(1)
+        .query(&mut raw(&url))
+        .unwrap();
+    // `last` queues behind whatever the node still held: once it ran,
+    // `second` would have run before it.
+    wait_until("the resumed node ran its next task", || {
+        ran(3, "frozen").is_some()
+    });
+    assert_eq!(
+        ran(2, "frozen"),
+        None,
+        "the resumed node ran a task taken over"
+    );
+    drop(children);
+}
+
+#[test]
+fn live_entries_at_the_head_do_not_hide_a_dead_node_s_entries() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let held = Arc::clone(&release);
+    // Twelve agents that wait for the release: 24 live entries pending at
+    // the head, more than one XAUTOCLAIM call scans for a small count.
+    let busy = Orchestrator::builder()
+        .agents(Role::Researcher, 12, move || {
+            let held = Arc::clone(&held);
+            move |_: &Task, _: &AgentContext| -> Result<Output, TaskError> {
+                while !held.load(std::sync::atomic::Ordering::Acquire) {
+                    thread::sleep(Duration::from_millis(5));
+                }
+                Ok(Output::encode("busy")?)
+            }
+        })
+        .autoscale(AutoscalePolicy::disabled())
+        .redis(url.as_str())
+        .node("busy")
+        .visibility_timeout(VISIBILITY)
+        .build()
+        .unwrap();
+    let live = busy.submit_batch((0..24).map(|_| job())).unwrap();
+    wait_until("the busy node holds 24 tasks", || {
+        pending_by_consumer(&url) == [("busy".to_owned(), 24)]
+    });
+    let mut children = Children(vec![spawn_child_working(&url, CHILD_LIFETIME)]);
+    let dead_name = format!("child-{}", children.0[0].id());
+    let behind = busy.submit_batch((0..2).map(|_| job())).unwrap();
+    wait_until("the child holds the two tasks behind", || {
+        pending_by_consumer(&url).contains(&(dead_name.clone(), 2))
+    });
+    let mut dead = children.0.remove(0);
+    dead.kill().unwrap();
+    dead.wait().unwrap();
+    let taker = node(&url, "taker", 1, Duration::ZERO);
+    for id in &behind {
+        let result = taker.wait(*id, PATIENCE).unwrap();
+        assert_eq!(result.output::<String>().unwrap(), "taker", "{result:?}");
+    }
+    release.store(true, std::sync::atomic::Ordering::Release);
+    for id in &live {
+        busy.wait(*id, PATIENCE).unwrap();
+    }
+    busy.shutdown().unwrap();
+    taker.shutdown().unwrap();
+}
+
+#[test]
+fn consumer_groups_destroyed_mid_run_are_made_again_and_every_task_finishes() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let a = node(&url, "a", 2, Duration::from_millis(5));
+    let ids = a.submit_batch((0..100).map(|_| job())).unwrap();
+    for id in &ids[..10] {
+        a.wait(*id, PATIENCE).unwrap();
+    }
+    let mut connection = raw(&url);
+    for rank in 0..4 {
+        let _: i64 = redis::cmd("XGROUP")
+            .arg("DESTROY")
+            .arg(format!("agentry:tasks:{rank}"))
+            .arg("agentry")
+            .query(&mut connection)
+            .unwrap();
+    }
+    let more = a.submit_batch((0..10).map(|_| job())).unwrap();
+    for id in ids.iter().chain(&more) {
+        let result = a.wait(*id, PATIENCE).unwrap();
+        assert_eq!(result.status(), TaskStatus::Succeeded, "{result:?}");
+    }
+    a.shutdown().unwrap();
 }
 
 #[test]

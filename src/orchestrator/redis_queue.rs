@@ -25,11 +25,25 @@
 //!   them to its local distributor under their cluster ids.
 //! * **Reclaim.** An entry delivered to a node stays pending until its
 //!   result is stored. A live node refreshes its pending entries every third
-//!   of the visibility timeout (`XCLAIM` to itself, `JUSTID`); entries idle
-//!   longer than the timeout belong to a node that died or froze, and any
-//!   pump takes them over with `XAUTOCLAIM`, counting one more attempt
-//!   ([`Task::attempt`](crate::Task::attempt) tells the agent). So every
-//!   accepted task runs at least once even if nodes die.
+//!   of the visibility timeout, with a script that `XCLAIM`s to itself
+//!   (`JUSTID`) only the entries `XPENDING` still shows as this node's;
+//!   entries idle longer than the timeout belong to a node that died or
+//!   froze, and any pump takes them over with `XAUTOCLAIM`, counting one
+//!   more attempt ([`Task::attempt`](crate::Task::attempt) tells the
+//!   agent). So every accepted task runs at least once even if nodes die.
+//!   `XAUTOCLAIM` scans on from the cursor its last call returned (one per
+//!   stream), so many live entries at the head of the pending list do not
+//!   hide a dead node's behind them.
+//! * **Taken over while frozen.** A node resumed after a freeze longer than
+//!   the visibility timeout finds, at its next refresh, the entries another
+//!   node took over (or finished) no longer its own: it does not take them
+//!   back, and cancels locally those it has not started (their
+//!   cancellation is not stored; they run on the other node). One it had
+//!   started runs to its end and its result is stored too: at least once.
+//! * **Lost groups.** When a command fails with `NOGROUP` (the database
+//!   was flushed, or a Redis without persistence restarted), the pump
+//!   creates the consumer groups again; the entries still in the streams
+//!   are then delivered anew (a node keeps running those it holds, once).
 //! * **Idempotent claims.** Before handing out an entry, the pump checks
 //!   whether its result is already stored (a node finished it, then died
 //!   before acknowledging): if so it acknowledges the entry instead of
@@ -52,8 +66,8 @@ use crossbeam_channel::Receiver;
 use parking_lot::Mutex;
 
 use super::{Recorded, Shared};
-use crate::cluster::{Pool, RedisConfig, Retry, unexpected};
-use crate::distributor::{Effects, ResultRecord, Task, TaskRecord, TaskResult};
+use crate::cluster::{Pool, RedisConfig, Retry, has_code, unexpected};
+use crate::distributor::{Effects, ResultRecord, Task, TaskRecord, TaskResult, TaskStatus};
 use crate::error::{Error, Result};
 use crate::ids::TaskId;
 
@@ -82,11 +96,36 @@ end
 return 0
 ";
 
+/// Refreshes the entries a node holds, only those the group still shows
+/// as pending on that node: an entry another node took over (this one was
+/// frozen past the visibility timeout) stays with it. Returns the entries
+/// no longer this node's. KEYS: stream. ARGV: group, node, entry ids.
+const REFRESH: &str = r"
+local lost = {}
+for i = 3, #ARGV do
+  local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
+  if #pending == 1 then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+  else
+    lost[#lost + 1] = ARGV[i]
+  end
+end
+return lost
+";
+
+/// How many `XAUTOCLAIM` pages one claim may scan per stream: each page
+/// looks at up to ten times its count of pending entries.
+const RECLAIM_PAGES: usize = 16;
+
 /// Where a claimed task's entry is.
 #[derive(Clone, Debug)]
 struct Entry {
     rank: usize,
     id: String,
+    /// The group no longer shows the entry as this node's (another node
+    /// took it over): not refreshed any more, and cancelled here unless
+    /// it started.
+    lost: bool,
 }
 
 pub(crate) struct RedisQueue {
@@ -102,6 +141,9 @@ pub(crate) struct RedisQueue {
     nodes: String,
     /// Tasks this node claimed and has not finished.
     in_hand: Mutex<HashMap<TaskId, Entry>>,
+    /// Per stream, where the next `XAUTOCLAIM` scan starts: the live
+    /// entries at the head of the pending list do not hide those behind.
+    cursors: Mutex<[String; RANKS]>,
 }
 
 impl RedisQueue {
@@ -129,9 +171,23 @@ impl RedisQueue {
             visibility,
             retention,
             in_hand: Mutex::new(HashMap::new()),
+            cursors: Mutex::new(std::array::from_fn(|_| "0-0".to_owned())),
         };
-        for stream in &queue.streams {
-            let made: Result<()> = queue.pool.run(
+        queue.create_groups()?;
+        Ok(queue)
+    }
+
+    /// Creates the consumer group of every stream that has none: at
+    /// connect, and again when a command finds a group missing (the
+    /// database was flushed, or restarted without persistence). A group
+    /// made again delivers every entry left in its stream anew.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] if a group cannot be made.
+    fn create_groups(&self) -> Result<()> {
+        for stream in &self.streams {
+            let made: Result<()> = self.pool.run(
                 Retry::Once,
                 &|| format!("create the consumer group of {stream}"),
                 |c| {
@@ -145,11 +201,11 @@ impl RedisQueue {
                 },
             );
             match made {
-                Err(Error::Backend { reason, .. }) if reason.contains("BUSYGROUP") => {}
+                Err(error) if has_code(&error, "BUSYGROUP") => {}
                 other => other?,
             }
         }
-        Ok(queue)
+        Ok(())
     }
 
     /// Gives each task a cluster-wide id and appends it to its priority's
@@ -233,23 +289,8 @@ impl RedisQueue {
 
     fn claim_into(&self, max: usize, reclaim: bool, claimed: &mut Vec<Task>) -> Result<()> {
         for rank in 0..RANKS {
-            if reclaim && claimed.len() < max {
-                let stale: StreamAutoClaimReply =
-                    self.pool
-                        .run(Retry::Never, &|| "reclaim stale tasks".to_owned(), |c| {
-                            ::redis::cmd("XAUTOCLAIM")
-                                .arg(&self.streams[rank])
-                                .arg(GROUP)
-                                .arg(&self.node)
-                                .arg(millis(self.visibility))
-                                .arg("0-0")
-                                .arg("COUNT")
-                                .arg(max - claimed.len())
-                                .query(c)
-                        })?;
-                for entry in stale.claimed {
-                    self.admit(rank, entry, true, claimed)?;
-                }
+            if reclaim {
+                self.reclaim(rank, max, claimed)?;
             }
             if claimed.len() < max {
                 let count = max - claimed.len();
@@ -259,6 +300,40 @@ impl RedisQueue {
         if claimed.is_empty() {
             // Nothing anywhere: wait a little for any stream.
             self.read_new(&self.streams, max, Some(IDLE_BLOCK), claimed)?;
+        }
+        Ok(())
+    }
+
+    /// Takes over entries of `rank` idle past the visibility timeout until
+    /// `claimed` holds `max`, scanning on from where the last scan stopped
+    /// and at most [`RECLAIM_PAGES`] pages.
+    fn reclaim(&self, rank: usize, max: usize, claimed: &mut Vec<Task>) -> Result<()> {
+        for _ in 0..RECLAIM_PAGES {
+            if claimed.len() >= max {
+                break;
+            }
+            let start = self.cursors.lock()[rank].clone();
+            let stale: StreamAutoClaimReply =
+                self.pool
+                    .run(Retry::Never, &|| "reclaim stale tasks".to_owned(), |c| {
+                        ::redis::cmd("XAUTOCLAIM")
+                            .arg(&self.streams[rank])
+                            .arg(GROUP)
+                            .arg(&self.node)
+                            .arg(millis(self.visibility))
+                            .arg(&start)
+                            .arg("COUNT")
+                            .arg(max - claimed.len())
+                            .query(c)
+                    })?;
+            let wrapped = stale.next_stream_id == "0-0";
+            self.cursors.lock()[rank] = stale.next_stream_id;
+            for entry in stale.claimed {
+                self.admit(rank, entry, true, claimed)?;
+            }
+            if wrapped {
+                break;
+            }
         }
         Ok(())
     }
@@ -324,6 +399,17 @@ impl RedisQueue {
             }
         };
         let id = record.id();
+        if let Some(held) = self.in_hand.lock().get_mut(&id) {
+            // Ours already (delivered again after the group was made
+            // anew, or reclaimed from ourselves after refreshes failed):
+            // it runs once here; the entry is the one to acknowledge.
+            *held = Entry {
+                rank,
+                id: entry.id,
+                lost: false,
+            };
+            return Ok(());
+        }
         if reclaimed {
             // Only a task delivered before can have been finished already.
             let done: bool = self.pool.run(
@@ -353,7 +439,14 @@ impl RedisQueue {
             }
             tracing::info!(task = %id, takeovers, node = %self.node, "reclaimed a task from a node that stopped answering");
         }
-        self.in_hand.lock().insert(id, Entry { rank, id: entry.id });
+        self.in_hand.lock().insert(
+            id,
+            Entry {
+                rank,
+                id: entry.id,
+                lost: false,
+            },
+        );
         out.push(Task::from_record(record));
         Ok(())
     }
@@ -377,15 +470,23 @@ impl RedisQueue {
 
     /// Stores the results of tasks this node claimed and retires their
     /// entries. Results of tasks not in hand (none, in practice) are
-    /// ignored. A result that cannot be stored is logged and let go of: its
-    /// entry stays pending, no longer refreshed, so the task runs again
-    /// (here or elsewhere) after the visibility timeout.
+    /// ignored, and so is the cancellation of a task another node took
+    /// over (it runs there). A result that cannot be stored is logged and
+    /// let go of: its entry stays pending, no longer refreshed, so the task
+    /// runs again (here or elsewhere) after the visibility timeout.
     fn finish(&self, results: &[TaskResult]) {
         let held: Vec<(&TaskResult, Entry)> = {
-            let in_hand = self.in_hand.lock();
+            let mut in_hand = self.in_hand.lock();
             results
                 .iter()
-                .filter_map(|r| in_hand.get(&r.id()).map(|e| (r, e.clone())))
+                .filter_map(|r| {
+                    let entry = in_hand.get(&r.id())?;
+                    if entry.lost && r.status() == TaskStatus::Cancelled {
+                        in_hand.remove(&r.id());
+                        return None;
+                    }
+                    Some((r, entry.clone()))
+                })
                 .collect()
         };
         if held.is_empty() {
@@ -429,38 +530,62 @@ impl RedisQueue {
         )
     }
 
-    /// Resets the idle time of every entry in hand, so no other node takes
-    /// them over while this one works on them, and writes the heartbeat.
-    fn refresh(&self, agents: usize) -> Result<()> {
+    /// Resets the idle time of every entry in hand that is still this
+    /// node's, so no other node takes them over while this one works on
+    /// them, and writes the heartbeat. Returns the tasks whose entries
+    /// another node took over (or that were acknowledged meanwhile), marked
+    /// lost: the caller cancels them here unless they started.
+    fn refresh(&self, agents: usize) -> Result<Vec<TaskId>> {
         let mut by_rank: [Vec<String>; RANKS] = Default::default();
-        for entry in self.in_hand.lock().values() {
+        for entry in self.in_hand.lock().values().filter(|e| !e.lost) {
             by_rank[entry.rank].push(entry.id.clone());
         }
+        let ranks: Vec<usize> = (0..RANKS).filter(|&r| !by_rank[r].is_empty()).collect();
         let mut pipe = ::redis::pipe();
-        for (rank, ids) in by_rank
-            .iter()
-            .enumerate()
-            .filter(|(_, ids)| !ids.is_empty())
-        {
-            pipe.cmd("XCLAIM")
+        for &rank in &ranks {
+            pipe.cmd("EVAL")
+                .arg(REFRESH)
+                .arg(1)
                 .arg(&self.streams[rank])
                 .arg(GROUP)
                 .arg(&self.node)
-                .arg(0)
-                .arg(&ids[..])
-                .arg("JUSTID")
-                .ignore();
+                .arg(&by_rank[rank][..]);
         }
         pipe.cmd("HSET")
             .arg(&self.nodes)
             .arg(&self.node)
             .arg(format!("{} {agents}", millis_since_epoch()))
             .ignore();
-        self.pool.run(
+        // Read-only when nothing changed hands, and harmless to repeat.
+        let lost: Vec<Vec<String>> = self.pool.run(
             Retry::Once,
             &|| "refresh the tasks in hand".to_owned(),
-            |c| pipe.query::<()>(c),
-        )
+            |c| pipe.query(c),
+        )?;
+        let mut in_hand = self.in_hand.lock();
+        let mut ids = Vec::new();
+        for (rank, entries) in ranks.into_iter().zip(lost) {
+            for (id, held) in in_hand.iter_mut() {
+                if held.rank == rank && entries.contains(&held.id) {
+                    held.lost = true;
+                    ids.push(*id);
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    /// After a failed command: when it failed because a consumer group is
+    /// missing, makes the groups again, so the next pull succeeds.
+    fn recover(&self, error: &Error) {
+        if has_code(error, "NOGROUP") {
+            tracing::warn!(
+                "the task streams lost their consumer groups (flushed, or a redis without persistence restarted); creating them again"
+            );
+            if let Err(error) = self.create_groups() {
+                tracing::warn!(%error, "creating the consumer groups again failed");
+            }
+        }
     }
 
     /// The stored result of a task, run by any node.
@@ -579,8 +704,14 @@ pub(crate) fn spawn_pump(
                 let due = refreshed.is_none_or(|at| at.elapsed() >= queue.visibility / 3);
                 if due {
                     match queue.refresh(agents) {
-                        Ok(()) => refreshed = Some(Instant::now()),
-                        Err(error) => tracing::warn!(%error, "refreshing the tasks in hand failed"),
+                        Ok(lost) => {
+                            refreshed = Some(Instant::now());
+                            drop_lost(&shared, &lost);
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "refreshing the tasks in hand failed");
+                            queue.recover(&error);
+                        }
                     }
                 }
                 let room = target.saturating_sub(queue.in_hand.lock().len());
@@ -597,12 +728,31 @@ pub(crate) fn spawn_pump(
                     }
                     Err(error) => {
                         tracing::warn!(%error, "pulling tasks from redis failed; retrying");
+                        queue.recover(&error);
                         thread::sleep(IDLE_BLOCK);
                     }
                 }
             }
         })?;
     Ok(thread)
+}
+
+/// Cancels here the tasks another node took over, unless they started (a
+/// started one finishes here too, and its result is stored: at least once).
+fn drop_lost(shared: &Shared, lost: &[TaskId]) {
+    if lost.is_empty() {
+        return;
+    }
+    let mut fx = Effects::default();
+    let mut distributor = shared.distributor.lock();
+    for &id in lost {
+        // Only a task finished meanwhile is not live: nothing to drop.
+        if let Ok(true) = distributor.cancel(id, "taken over by another node", &mut fx) {
+            tracing::info!(task = %id, "another node took over a task this node held; not running it here");
+        }
+    }
+    drop(distributor);
+    shared.apply(&mut fx);
 }
 
 /// Stores the results the local distributor publishes.
