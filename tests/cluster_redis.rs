@@ -417,9 +417,127 @@ fn child_node() {
     };
     let work = env::var(CHILD_WORK).map_or(20, |ms| ms.parse().unwrap());
     let name = format!("child-{}", std::process::id());
-    let orchestrator = node(&url, &name, 2, Duration::from_millis(work));
+    let orchestrator = match env::var(CHILD_SPEC) {
+        Err(_) => node(&url, &name, 2, Duration::from_millis(work)),
+        // `role` or `role+capability`: a node of that one spec.
+        Ok(spec) => {
+            let mut parts = spec.split('+');
+            let role = Role::Custom(parts.next().unwrap().to_owned());
+            let spec = parts.fold(
+                agentry::AgentSpec::new(role).count(2),
+                |spec, capability| spec.capability(capability),
+            );
+            let answer = name.clone();
+            Orchestrator::builder()
+                .agents_with(spec, move || {
+                    let answer = answer.clone();
+                    move |_: &Task, _: &AgentContext| -> Result<Output, TaskError> {
+                        Ok(Output::encode(&answer)?)
+                    }
+                })
+                .autoscale(AutoscalePolicy::disabled())
+                .redis(url.as_str())
+                .node(name.as_str())
+                .visibility_timeout(VISIBILITY)
+                .build()
+                .unwrap()
+        }
+    };
     thread::sleep(CHILD_LIFETIME);
     drop(orchestrator);
+}
+
+/// Set in a child: the one spec its node serves (`role` or
+/// `role+capability`), instead of two researchers.
+const CHILD_SPEC: &str = "AGENTRY_REDIS_CHILD_SPEC";
+
+fn spawn_child_serving(url: &str, spec: &str) -> Child {
+    Command::new(env::current_exe().unwrap())
+        .args(["--exact", "child_node", "--nocapture", "--test-threads=1"])
+        .env(CHILD, url)
+        .env(CHILD_SPEC, spec)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn each_node_pulls_only_the_roles_and_capabilities_it_serves() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let children = Children(vec![
+        spawn_child_serving(&url, "reader"),
+        spawn_child_serving(&url, "parser+pdf"),
+    ]);
+    let reader = format!("child-{}", children.0[0].id());
+    let pdf_parser = format!("child-{}", children.0[1].id());
+    // The submitting node serves `parser` without `pdf`, and `checker`.
+    let answer = |name: &'static str| {
+        move || {
+            move |_: &Task, _: &AgentContext| -> Result<Output, TaskError> {
+                Ok(Output::encode(name)?)
+            }
+        }
+    };
+    let role = |name: &str| Role::Custom(name.to_owned());
+    let parent = Orchestrator::builder()
+        .agents(role("parser"), 1, answer("parent"))
+        .agents(role("checker"), 1, answer("parent"))
+        .autoscale(AutoscalePolicy::disabled())
+        .redis(url.as_str())
+        .node("parent")
+        .visibility_timeout(VISIBILITY)
+        .build()
+        .unwrap();
+    wait_until("both child nodes joined", || {
+        parent.cluster_nodes().unwrap().len() == 3
+    });
+    let task = |r: &str| Task::new("job").with_role(role(r));
+    let reads = parent
+        .submit_batch((0..20).map(|_| task("reader")))
+        .unwrap();
+    let pdfs = parent
+        .submit_batch((0..20).map(|_| task("parser").requires("pdf")))
+        .unwrap();
+    let checks = parent
+        .submit_batch((0..5).map(|_| task("checker")))
+        .unwrap();
+    let expect = |ids: &[agentry::TaskId], on: &str| {
+        for id in ids {
+            let result = parent.wait(*id, PATIENCE).unwrap();
+            assert_eq!(result.status(), TaskStatus::Succeeded, "{result:?}");
+            assert_eq!(result.output::<String>().unwrap(), on, "{result:?}");
+        }
+    };
+    expect(&reads, &reader);
+    expect(&pdfs, &pdf_parser);
+    expect(&checks, "parent");
+    // Plain parser tasks may run on either parser node.
+    for id in parent
+        .submit_batch((0..10).map(|_| task("parser")))
+        .unwrap()
+    {
+        let on = parent
+            .wait(id, PATIENCE)
+            .unwrap()
+            .output::<String>()
+            .unwrap();
+        assert!(on == "parent" || on == pdf_parser, "{on}");
+    }
+    // No live node serves these.
+    for refused in [
+        task("planner"),
+        task("reader").requires("pdf"),
+        Task::new("anyone").requires("ocr"),
+    ] {
+        let submitted = parent.submit(refused);
+        assert!(
+            matches!(submitted, Err(Error::NoAgentForTask { .. })),
+            "{submitted:?}"
+        );
+    }
+    drop(children);
+    parent.shutdown().unwrap();
 }
 
 /// Set in a child: how long its tasks take, in milliseconds.
@@ -448,7 +566,7 @@ fn raw(url: &str) -> redis::Connection {
 /// The consumers holding pending entries of the normal-priority stream.
 fn pending_by_consumer(url: &str) -> Vec<(String, usize)> {
     let reply: redis::streams::StreamPendingReply = redis::cmd("XPENDING")
-        .arg("agentry:tasks:2")
+        .arg("agentry:tasks:researcher:2")
         .arg("agentry")
         .query(&mut raw(url))
         .unwrap();
@@ -664,7 +782,7 @@ fn consumer_groups_destroyed_mid_run_are_made_again_and_every_task_finishes() {
     for rank in 0..4 {
         let _: i64 = redis::cmd("XGROUP")
             .arg("DESTROY")
-            .arg(format!("agentry:tasks:{rank}"))
+            .arg(format!("agentry:tasks:researcher:{rank}"))
             .arg("agentry")
             .query(&mut connection)
             .unwrap();

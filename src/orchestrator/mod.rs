@@ -310,6 +310,11 @@ impl Orchestrator {
                     .node
                     .clone()
                     .unwrap_or_else(|| format!("pid-{}", std::process::id())),
+                config
+                    .specs
+                    .iter()
+                    .map(|(spec, _)| (spec.role.clone(), spec.capabilities.clone()))
+                    .collect(),
                 config.visibility_timeout,
                 config.result_retention,
             )?)),
@@ -447,6 +452,11 @@ impl Orchestrator {
     ///   and `current` name the leader and its epoch when known), or lost the lead while the
     ///   task was being recorded (a new leader may then still run it);
     ///   [`Error::Io`] when the task cannot be recorded.
+    /// * On a Redis cluster node ([`OrchestratorBuilder::redis`]):
+    ///   [`Error::NoAgentForTask`] only when neither this node nor any live
+    ///   node of the cluster (a heartbeat within this node's visibility
+    ///   timeout) has a spec for the task; [`Error::Backend`] when Redis
+    ///   cannot be reached.
     pub fn submit(&self, task: Task) -> Result<TaskId> {
         self.shared.submit(task)
     }

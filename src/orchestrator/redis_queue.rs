@@ -8,7 +8,9 @@
 //! | key | what |
 //! | --- | --- |
 //! | `ns:tasks:next-id` | the cluster-wide task id counter (`INCRBY`) |
-//! | `ns:tasks:0` .. `ns:tasks:3` | one stream per priority, critical first; an entry is a postcard task record; consumer group `agentry` |
+//! | `ns:tasks:<lane>:0` .. `ns:tasks:<lane>:3` | per lane, one stream per priority, critical first; an entry is a postcard task record; consumer group `agentry` |
+//! | `ns:tasks:lanes` | hash: lane name → postcard lane (role or none, required capabilities), every lane a task was sent to or a node serves |
+//! | `ns:nodes:specs` | hash: node name → postcard list of its agent specs (role, capabilities) |
 //! | `ns:tasks:takeovers` | hash: task id → how often it was reclaimed from a node that stopped answering |
 //! | `ns:results` | hash: task id → postcard result |
 //! | `ns:results:order` | sorted set of result ids, to evict the oldest past the retention |
@@ -16,13 +18,26 @@
 //!
 //! # Protocol
 //!
-//! * **Submit.** Ids come from `INCRBY`, then one `XADD` per task into its
-//!   priority's stream; the id is returned once Redis has the entry.
+//! * **Lanes.** A task's lane is what it needs of an agent: its role (or
+//!   any role) and its required capabilities, named `role+cap+cap` (`*` for
+//!   any role). Each node serves the lanes some spec of its own covers, and
+//!   reads only their streams: a task never reaches a node that cannot run
+//!   it. A node lists the lanes at connect, whenever its pump is idle and
+//!   their number changed, and at every refresh; it creates the consumer
+//!   groups of the lanes it starts serving.
+//! * **Submit.** A task whose lane no spec of this node serves is accepted
+//!   only if a spec of a live node (a heartbeat within this node's
+//!   visibility timeout, specs from `ns:nodes:specs`) serves it; else
+//!   [`Error::NoAgentForTask`]. Ids come from `INCRBY`, then, in one
+//!   `MULTI`, the lane is recorded (`HSETNX`) and one `XADD` per task goes
+//!   into its lane's stream of its priority; the ids are returned once
+//!   Redis has the entries.
 //! * **Pull.** Each node's pump thread keeps its agents fed: while fewer
 //!   tasks are in hand than twice its agents, it reads new entries with
-//!   `XREADGROUP` from the streams in priority order (strict priority: a
-//!   lower stream is read only when the higher ones had nothing), and hands
-//!   them to its local distributor under their cluster ids.
+//!   `XREADGROUP` from its lanes' streams in priority order (strict
+//!   priority across all its lanes: a lower stream is read only when the
+//!   higher ones of every lane had nothing), and hands them to its local
+//!   distributor under their cluster ids.
 //! * **Reclaim.** An entry delivered to a node stays pending until its
 //!   result is stored. A live node refreshes its pending entries every third
 //!   of the visibility timeout, with a script that `XCLAIM`s to itself
@@ -69,7 +84,8 @@ use super::{Recorded, Shared};
 use crate::cluster::{Pool, RedisConfig, Retry, has_code, unexpected};
 use crate::distributor::{Effects, ResultRecord, Task, TaskRecord, TaskResult, TaskStatus};
 use crate::error::{Error, Result};
-use crate::ids::TaskId;
+use crate::ids::{Role, TaskId};
+use serde::{Deserialize, Serialize};
 
 /// The default [`OrchestratorBuilder::visibility_timeout`](super::OrchestratorBuilder::visibility_timeout): 30 s.
 pub const DEFAULT_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -117,10 +133,74 @@ return lost
 /// looks at up to ten times its count of pending entries.
 const RECLAIM_PAGES: usize = 16;
 
+/// What a task needs of an agent: a role (any, if none) and capabilities
+/// (sorted, without repeats). The tasks of one lane share its streams, and
+/// a node reads only the lanes some spec of its own serves.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Lane {
+    role: Option<Role>,
+    capabilities: Vec<String>,
+}
+
+impl Lane {
+    fn of(task: &Task) -> Lane {
+        let mut capabilities = task.capabilities().to_vec();
+        capabilities.sort_unstable();
+        capabilities.dedup();
+        Lane {
+            role: task.role().cloned(),
+            capabilities,
+        }
+    }
+
+    /// The lane's own spec: its role, no capabilities required.
+    fn of_spec(role: &Role) -> Lane {
+        Lane {
+            role: Some(role.clone()),
+            capabilities: Vec::new(),
+        }
+    }
+
+    /// `role+cap+cap`, `*` for any role; `%`, `:`, `+` and `*` in names
+    /// escaped so two lanes never share a name.
+    fn name(&self) -> String {
+        let escape = |name: &str| {
+            name.replace('%', "%25")
+                .replace(':', "%3A")
+                .replace('+', "%2B")
+                .replace('*', "%2A")
+        };
+        let mut name = self
+            .role
+            .as_ref()
+            .map_or("*".to_owned(), |r| escape(r.name()));
+        for capability in &self.capabilities {
+            name.push('+');
+            name.push_str(&escape(capability));
+        }
+        name
+    }
+
+    fn served_by(&self, specs: &[(Role, Vec<String>)]) -> bool {
+        specs.iter().any(|(role, capabilities)| {
+            self.role.as_ref().is_none_or(|r| r == role)
+                && self.capabilities.iter().all(|c| capabilities.contains(c))
+        })
+    }
+}
+
+/// The lanes this node reads: per lane its streams, critical first; and
+/// how many lanes the cluster had when they were listed.
+#[derive(Default)]
+struct Served {
+    streams: Arc<Vec<[String; RANKS]>>,
+    listed: usize,
+}
+
 /// Where a claimed task's entry is.
 #[derive(Clone, Debug)]
 struct Entry {
-    rank: usize,
+    stream: String,
     id: String,
     /// The group no longer shows the entry as this node's (another node
     /// took it over): not refreshed any more, and cancelled here unless
@@ -134,7 +214,13 @@ pub(crate) struct RedisQueue {
     visibility: Duration,
     retention: usize,
     next_id: String,
-    streams: [String; RANKS],
+    /// Hash: lane name → postcard [`Lane`], every lane a task was sent to.
+    lanes: String,
+    /// Hash: node → postcard of its specs (role, capabilities).
+    node_specs: String,
+    /// This node's agent specs.
+    specs: Vec<(Role, Vec<String>)>,
+    served: Mutex<Served>,
     takeovers: String,
     results: String,
     order: String,
@@ -143,7 +229,7 @@ pub(crate) struct RedisQueue {
     in_hand: Mutex<HashMap<TaskId, Entry>>,
     /// Per stream, where the next `XAUTOCLAIM` scan starts: the live
     /// entries at the head of the pending list do not hide those behind.
-    cursors: Mutex<[String; RANKS]>,
+    cursors: Mutex<HashMap<String, String>>,
 }
 
 impl RedisQueue {
@@ -155,13 +241,17 @@ impl RedisQueue {
     pub(crate) fn connect(
         config: RedisConfig,
         node: String,
+        specs: Vec<(Role, Vec<String>)>,
         visibility: Duration,
         retention: usize,
     ) -> Result<RedisQueue> {
         let pool = Pool::connect(config, None)?;
         let queue = RedisQueue {
             next_id: pool.key("tasks:next-id"),
-            streams: std::array::from_fn(|rank| pool.key(&format!("tasks:{rank}"))),
+            lanes: pool.key("tasks:lanes"),
+            node_specs: pool.key("nodes:specs"),
+            specs,
+            served: Mutex::new(Served::default()),
             takeovers: pool.key("tasks:takeovers"),
             results: pool.key("results"),
             order: pool.key("results:order"),
@@ -171,22 +261,105 @@ impl RedisQueue {
             visibility,
             retention,
             in_hand: Mutex::new(HashMap::new()),
-            cursors: Mutex::new(std::array::from_fn(|_| "0-0".to_owned())),
+            cursors: Mutex::new(HashMap::new()),
         };
-        queue.create_groups()?;
+        queue.register()?;
+        queue.discover(true)?;
         Ok(queue)
     }
 
-    /// Creates the consumer group of every stream that has none: at
-    /// connect, and again when a command finds a group missing (the
-    /// database was flushed, or restarted without persistence). A group
-    /// made again delivers every entry left in its stream anew.
+    /// The stream of `lane` for priority `rank`.
+    fn stream(&self, lane: &str, rank: usize) -> String {
+        self.pool.key(&format!("tasks:{lane}:{rank}"))
+    }
+
+    /// Writes this node's specs and their lanes (again after a flush), so
+    /// that other nodes accept tasks for them and their streams exist.
+    fn register(&self) -> Result<()> {
+        let mut pipe = ::redis::pipe();
+        self.register_into(&mut pipe)?;
+        self.pool.run(
+            Retry::Once,
+            &|| "register the node's agent specs".to_owned(),
+            |c| pipe.query::<()>(c),
+        )
+    }
+
+    fn register_into(&self, pipe: &mut ::redis::Pipeline) -> Result<()> {
+        pipe.cmd("HSET")
+            .arg(&self.node_specs)
+            .arg(&self.node)
+            .arg(postcard::to_stdvec(&self.specs)?)
+            .ignore();
+        for (role, _) in &self.specs {
+            let lane = Lane::of_spec(role);
+            pipe.cmd("HSETNX")
+                .arg(&self.lanes)
+                .arg(lane.name())
+                .arg(postcard::to_stdvec(&lane)?)
+                .ignore();
+        }
+        Ok(())
+    }
+
+    /// Lists the cluster's lanes again when their number changed (or
+    /// `always`), and reads from now on those this node's specs serve,
+    /// creating their consumer groups if new.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] if Redis cannot be reached.
+    fn discover(&self, always: bool) -> Result<()> {
+        let listed: usize =
+            self.pool
+                .run(Retry::Once, &|| "count the task lanes".to_owned(), |c| {
+                    ::redis::cmd("HLEN").arg(&self.lanes).query(c)
+                })?;
+        if !always && listed == self.served.lock().listed {
+            return Ok(());
+        }
+        let raw: HashMap<String, Vec<u8>> =
+            self.pool
+                .run(Retry::Once, &|| "list the task lanes".to_owned(), |c| {
+                    ::redis::cmd("HGETALL").arg(&self.lanes).query(c)
+                })?;
+        let mut names: Vec<String> = raw
+            .into_iter()
+            .filter(|(_, bytes)| {
+                postcard::from_bytes::<Lane>(bytes).is_ok_and(|lane| lane.served_by(&self.specs))
+            })
+            .map(|(name, _)| name)
+            .collect();
+        names.sort_unstable();
+        let streams: Vec<[String; RANKS]> = names
+            .iter()
+            .map(|name| std::array::from_fn(|rank| self.stream(name, rank)))
+            .collect();
+        let known = Arc::clone(&self.served.lock().streams);
+        let new: Vec<&String> = streams
+            .iter()
+            .flatten()
+            .filter(|s| always || !known.iter().flatten().any(|k| k == *s))
+            .collect();
+        self.create_groups(new)?;
+        *self.served.lock() = Served {
+            streams: Arc::new(streams),
+            listed,
+        };
+        Ok(())
+    }
+
+    /// Creates the consumer group of every stream given that has none: when
+    /// a lane is first served, and again when a command finds a group
+    /// missing (the database was flushed, or restarted without
+    /// persistence). A group made again delivers every entry left in its
+    /// stream anew.
     ///
     /// # Errors
     ///
     /// [`Error::Backend`] if a group cannot be made.
-    fn create_groups(&self) -> Result<()> {
-        for stream in &self.streams {
+    fn create_groups<'a>(&self, streams: impl IntoIterator<Item = &'a String>) -> Result<()> {
+        for stream in streams {
             let made: Result<()> = self.pool.run(
                 Retry::Once,
                 &|| format!("create the consumer group of {stream}"),
@@ -228,6 +401,8 @@ impl RedisQueue {
         if count == 0 {
             return Ok(Vec::new());
         }
+        let lanes: Vec<Lane> = tasks.iter().map(Lane::of).collect();
+        self.check_served(&tasks, &lanes)?;
         let last: u64 = self
             .pool
             .run(Retry::Never, &|| "allocate task ids".to_owned(), |c| {
@@ -246,12 +421,22 @@ impl RedisQueue {
         // reads half of it (strict priority holds within a batch).
         let mut pipe = ::redis::pipe();
         pipe.atomic();
-        for (n, mut task) in tasks.into_iter().enumerate() {
+        let mut named: Vec<&Lane> = Vec::new();
+        for (n, (mut task, lane)) in tasks.into_iter().zip(&lanes).enumerate() {
             task.id = TaskId::new(first + n as u64);
             ids.push(task.id);
             let record = postcard::to_stdvec(&task.to_record(&[]))?;
+            let name = lane.name();
+            if !named.contains(&lane) {
+                named.push(lane);
+                pipe.cmd("HSETNX")
+                    .arg(&self.lanes)
+                    .arg(&name)
+                    .arg(postcard::to_stdvec(lane)?)
+                    .ignore();
+            }
             pipe.cmd("XADD")
-                .arg(&self.streams[task.priority.rank()])
+                .arg(self.stream(&name, task.priority.rank()))
                 .arg("*")
                 .arg("task")
                 .arg(record)
@@ -262,6 +447,63 @@ impl RedisQueue {
                 pipe.query::<()>(c)
             })?;
         Ok(ids)
+    }
+
+    /// Refuses the batch if a task's lane is served neither by a spec of
+    /// this node nor by one of a live node (a heartbeat within the
+    /// visibility timeout).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoAgentForTask`] for the first task nobody serves;
+    /// [`Error::Backend`] if Redis cannot be reached.
+    fn check_served(&self, tasks: &[Task], lanes: &[Lane]) -> Result<()> {
+        let mut cluster: Option<Vec<(Role, Vec<String>)>> = None;
+        for (task, lane) in tasks.iter().zip(lanes) {
+            if lane.served_by(&self.specs) {
+                continue;
+            }
+            let cluster = match &mut cluster {
+                Some(specs) => specs,
+                None => cluster.insert(self.live_specs()?),
+            };
+            if !lane.served_by(cluster) {
+                return Err(Error::NoAgentForTask {
+                    kind: task.kind().to_owned(),
+                    role: lane.role.clone(),
+                    capabilities: lane.capabilities.clone(),
+                    reason: "no live node of the redis cluster has an agent spec with that role and those capabilities".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The specs of every node whose heartbeat is within the visibility
+    /// timeout.
+    fn live_specs(&self) -> Result<Vec<(Role, Vec<String>)>> {
+        let specs: HashMap<String, Vec<u8>> = self.pool.run(
+            Retry::Once,
+            &|| "read the nodes' agent specs".to_owned(),
+            |c| ::redis::cmd("HGETALL").arg(&self.node_specs).query(c),
+        )?;
+        let now = SystemTime::now();
+        let live: Vec<String> = self
+            .nodes()?
+            .into_iter()
+            .filter(|(_, at, _)| {
+                now.duration_since(*at)
+                    .is_ok_and(|age| age <= self.visibility)
+                    || *at > now
+            })
+            .map(|(name, _, _)| name)
+            .collect();
+        Ok(specs
+            .into_iter()
+            .filter(|(node, _)| live.contains(node))
+            .filter_map(|(_, bytes)| postcard::from_bytes::<Vec<(Role, Vec<String>)>>(&bytes).ok())
+            .flatten()
+            .collect())
     }
 
     /// Claims up to `max` tasks, each priority before the next: with
@@ -288,36 +530,56 @@ impl RedisQueue {
     }
 
     fn claim_into(&self, max: usize, reclaim: bool, claimed: &mut Vec<Task>) -> Result<()> {
+        let lanes = Arc::clone(&self.served.lock().streams);
         for rank in 0..RANKS {
-            if reclaim {
-                self.reclaim(rank, max, claimed)?;
-            }
-            if claimed.len() < max {
-                let count = max - claimed.len();
-                self.read_new(&self.streams[rank..=rank], count, None, claimed)?;
+            for lane in lanes.iter() {
+                let stream = &lane[rank];
+                if reclaim {
+                    self.reclaim(stream, max, claimed)?;
+                }
+                if claimed.len() < max {
+                    let count = max - claimed.len();
+                    self.read_new(std::slice::from_ref(stream), count, None, claimed)?;
+                }
             }
         }
         if claimed.is_empty() {
-            // Nothing anywhere: wait a little for any stream.
-            self.read_new(&self.streams, max, Some(IDLE_BLOCK), claimed)?;
+            // Nothing anywhere: wait a little for any stream, then look
+            // for lanes new in the cluster.
+            let all: Vec<String> = (0..RANKS)
+                .flat_map(|rank| lanes.iter().map(move |lane| lane[rank].clone()))
+                .collect();
+            if all.is_empty() {
+                thread::sleep(IDLE_BLOCK);
+            } else {
+                self.read_new(&all, max, Some(IDLE_BLOCK), claimed)?;
+            }
+            if claimed.is_empty() {
+                self.discover(false)?;
+            }
         }
         Ok(())
     }
 
-    /// Takes over entries of `rank` idle past the visibility timeout until
-    /// `claimed` holds `max`, scanning on from where the last scan stopped
-    /// and at most [`RECLAIM_PAGES`] pages.
-    fn reclaim(&self, rank: usize, max: usize, claimed: &mut Vec<Task>) -> Result<()> {
+    /// Takes over entries of `stream` idle past the visibility timeout
+    /// until `claimed` holds `max`, scanning on from where the last scan
+    /// stopped and at most [`RECLAIM_PAGES`] pages.
+    fn reclaim(&self, stream: &str, max: usize, claimed: &mut Vec<Task>) -> Result<()> {
         for _ in 0..RECLAIM_PAGES {
             if claimed.len() >= max {
                 break;
             }
-            let start = self.cursors.lock()[rank].clone();
+            let start = self
+                .cursors
+                .lock()
+                .get(stream)
+                .cloned()
+                .unwrap_or_else(|| "0-0".to_owned());
             let stale: StreamAutoClaimReply =
                 self.pool
                     .run(Retry::Never, &|| "reclaim stale tasks".to_owned(), |c| {
                         ::redis::cmd("XAUTOCLAIM")
-                            .arg(&self.streams[rank])
+                            .arg(stream)
                             .arg(GROUP)
                             .arg(&self.node)
                             .arg(millis(self.visibility))
@@ -327,9 +589,11 @@ impl RedisQueue {
                             .query(c)
                     })?;
             let wrapped = stale.next_stream_id == "0-0";
-            self.cursors.lock()[rank] = stale.next_stream_id;
+            self.cursors
+                .lock()
+                .insert(stream.to_owned(), stale.next_stream_id);
             for entry in stale.claimed {
-                self.admit(rank, entry, true, claimed)?;
+                self.admit(stream, entry, true, claimed)?;
             }
             if wrapped {
                 break;
@@ -367,9 +631,8 @@ impl RedisQueue {
                         .query(c)
                 })?;
         for key in fresh.map(|r| r.keys).unwrap_or_default() {
-            let rank = self.streams.iter().position(|s| *s == key.key).unwrap_or(0);
             for entry in key.ids {
-                self.admit(rank, entry, false, claimed)?;
+                self.admit(&key.key, entry, false, claimed)?;
             }
         }
         Ok(())
@@ -379,14 +642,14 @@ impl RedisQueue {
     /// reclaimed and its result is already stored.
     fn admit(
         &self,
-        rank: usize,
+        stream: &str,
         entry: StreamId,
         reclaimed: bool,
         out: &mut Vec<Task>,
     ) -> Result<()> {
         let Some(bytes) = entry.get::<Vec<u8>>("task") else {
             // Deleted under us (finished meanwhile): nothing to run.
-            self.acknowledge(rank, &entry.id)?;
+            self.acknowledge(stream, &entry.id)?;
             return Ok(());
         };
         let mut record: TaskRecord = match postcard::from_bytes(&bytes) {
@@ -395,7 +658,7 @@ impl RedisQueue {
                 // Written by something else (another version?): taking it
                 // again at every reclaim would stall the tasks behind it.
                 tracing::error!(%error, entry = %entry.id, "dropping a task entry that does not decode");
-                return self.acknowledge(rank, &entry.id);
+                return self.acknowledge(stream, &entry.id);
             }
         };
         let id = record.id();
@@ -404,7 +667,7 @@ impl RedisQueue {
             // anew, or reclaimed from ourselves after refreshes failed):
             // it runs once here; the entry is the one to acknowledge.
             *held = Entry {
-                rank,
+                stream: stream.to_owned(),
                 id: entry.id,
                 lost: false,
             };
@@ -423,7 +686,7 @@ impl RedisQueue {
                 },
             )?;
             if done {
-                return self.acknowledge(rank, &entry.id);
+                return self.acknowledge(stream, &entry.id);
             }
             let takeovers: u32 =
                 self.pool
@@ -442,7 +705,7 @@ impl RedisQueue {
         self.in_hand.lock().insert(
             id,
             Entry {
-                rank,
+                stream: stream.to_owned(),
                 id: entry.id,
                 lost: false,
             },
@@ -451,17 +714,17 @@ impl RedisQueue {
         Ok(())
     }
 
-    fn acknowledge(&self, rank: usize, entry: &str) -> Result<()> {
+    fn acknowledge(&self, stream: &str, entry: &str) -> Result<()> {
         self.pool
             .run(Retry::Once, &|| format!("acknowledge entry {entry}"), |c| {
                 ::redis::pipe()
                     .cmd("XACK")
-                    .arg(&self.streams[rank])
+                    .arg(stream)
                     .arg(GROUP)
                     .arg(entry)
                     .ignore()
                     .cmd("XDEL")
-                    .arg(&self.streams[rank])
+                    .arg(stream)
                     .arg(entry)
                     .ignore()
                     .query::<()>(c)
@@ -514,7 +777,7 @@ impl RedisQueue {
                 .arg(4)
                 .arg(&self.results)
                 .arg(&self.order)
-                .arg(&self.streams[entry.rank])
+                .arg(&entry.stream)
                 .arg(&self.takeovers)
                 .arg(result.id().get())
                 .arg(bytes)
@@ -536,21 +799,25 @@ impl RedisQueue {
     /// another node took over (or that were acknowledged meanwhile), marked
     /// lost: the caller cancels them here unless they started.
     fn refresh(&self, agents: usize) -> Result<Vec<TaskId>> {
-        let mut by_rank: [Vec<String>; RANKS] = Default::default();
+        let mut by_stream: HashMap<String, Vec<String>> = HashMap::new();
         for entry in self.in_hand.lock().values().filter(|e| !e.lost) {
-            by_rank[entry.rank].push(entry.id.clone());
+            by_stream
+                .entry(entry.stream.clone())
+                .or_default()
+                .push(entry.id.clone());
         }
-        let ranks: Vec<usize> = (0..RANKS).filter(|&r| !by_rank[r].is_empty()).collect();
+        let by_stream: Vec<(String, Vec<String>)> = by_stream.into_iter().collect();
         let mut pipe = ::redis::pipe();
-        for &rank in &ranks {
+        for (stream, ids) in &by_stream {
             pipe.cmd("EVAL")
                 .arg(REFRESH)
                 .arg(1)
-                .arg(&self.streams[rank])
+                .arg(stream)
                 .arg(GROUP)
                 .arg(&self.node)
-                .arg(&by_rank[rank][..]);
+                .arg(&ids[..]);
         }
+        self.register_into(&mut pipe)?;
         pipe.cmd("HSET")
             .arg(&self.nodes)
             .arg(&self.node)
@@ -564,9 +831,9 @@ impl RedisQueue {
         )?;
         let mut in_hand = self.in_hand.lock();
         let mut ids = Vec::new();
-        for (rank, entries) in ranks.into_iter().zip(lost) {
+        for ((stream, _), entries) in by_stream.iter().zip(lost) {
             for (id, held) in in_hand.iter_mut() {
-                if held.rank == rank && entries.contains(&held.id) {
+                if held.stream == *stream && entries.contains(&held.id) {
                     held.lost = true;
                     ids.push(*id);
                 }
@@ -582,7 +849,8 @@ impl RedisQueue {
             tracing::warn!(
                 "the task streams lost their consumer groups (flushed, or a redis without persistence restarted); creating them again"
             );
-            if let Err(error) = self.create_groups() {
+            let streams = Arc::clone(&self.served.lock().streams);
+            if let Err(error) = self.create_groups(streams.iter().flatten()) {
                 tracing::warn!(%error, "creating the consumer groups again failed");
             }
         }
@@ -609,45 +877,62 @@ impl RedisQueue {
     }
 
     /// Tasks waiting in the cluster's streams (not yet delivered to a
-    /// node), by priority rank.
+    /// node), by priority rank, over every lane.
     ///
     /// # Errors
     ///
     /// [`Error::Backend`] if Redis cannot be reached.
     pub(crate) fn depths(&self) -> Result<[usize; RANKS]> {
+        let names: Vec<String> =
+            self.pool
+                .run(Retry::Once, &|| "list the task lanes".to_owned(), |c| {
+                    ::redis::cmd("HKEYS").arg(&self.lanes).query(c)
+                })?;
         let mut depths = [0; RANKS];
-        for (rank, stream) in self.streams.iter().enumerate() {
-            let groups: Vec<HashMap<String, ::redis::Value>> = self.pool.run(
-                Retry::Once,
-                &|| format!("read the depth of {stream}"),
-                |c| ::redis::cmd("XINFO").arg("GROUPS").arg(stream).query(c),
-            )?;
-            let group = groups
-                .iter()
-                .find(|g| matches!(g.get("name"), Some(::redis::Value::BulkString(n)) if n == GROUP.as_bytes()))
-                .ok_or_else(|| unexpected("read a stream's depth", "no consumer group"))?;
-            let count = |field: &str| match group.get(field) {
-                Some(::redis::Value::Int(n)) => usize::try_from(*n).ok(),
-                _ => None,
-            };
-            depths[rank] = match count("lag") {
-                Some(lag) => lag,
-                // Redis cannot tell the lag once entries were deleted from
-                // the middle of the stream (finished tasks are). Every entry
-                // left is either delivered and pending, or not delivered.
-                None => {
-                    let pending = count("pending")
-                        .ok_or_else(|| unexpected("read a stream's depth", "no pending count"))?;
-                    let length: usize = self.pool.run(
-                        Retry::Once,
-                        &|| format!("read the length of {stream}"),
-                        |c| ::redis::cmd("XLEN").arg(stream).query(c),
-                    )?;
-                    length.saturating_sub(pending)
-                }
-            };
+        for name in &names {
+            for (rank, depth) in depths.iter_mut().enumerate() {
+                *depth += self.depth(&self.stream(name, rank))?;
+            }
         }
         Ok(depths)
+    }
+
+    /// Entries of one stream not yet delivered to a node.
+    fn depth(&self, stream: &str) -> Result<usize> {
+        let length: usize = self.pool.run(
+            Retry::Once,
+            &|| format!("read the length of {stream}"),
+            |c| ::redis::cmd("XLEN").arg(stream).query(c),
+        )?;
+        if length == 0 {
+            return Ok(0);
+        }
+        let groups: Vec<HashMap<String, ::redis::Value>> = self.pool.run(
+            Retry::Once,
+            &|| format!("read the depth of {stream}"),
+            |c| ::redis::cmd("XINFO").arg("GROUPS").arg(stream).query(c),
+        )?;
+        let Some(group) = groups.iter().find(
+            |g| matches!(g.get("name"), Some(::redis::Value::BulkString(n)) if n == GROUP.as_bytes()),
+        ) else {
+            // No node has served this lane yet: nothing was delivered.
+            return Ok(length);
+        };
+        let count = |field: &str| match group.get(field) {
+            Some(::redis::Value::Int(n)) => usize::try_from(*n).ok(),
+            _ => None,
+        };
+        Ok(match count("lag") {
+            Some(lag) => lag,
+            // Redis cannot tell the lag once entries were deleted from the
+            // middle of the stream (finished tasks are). Every entry left is
+            // either delivered and pending, or not delivered.
+            None => {
+                let pending = count("pending")
+                    .ok_or_else(|| unexpected("read a stream's depth", "no pending count"))?;
+                length.saturating_sub(pending)
+            }
+        })
     }
 
     /// The nodes that wrote a heartbeat: name, last heartbeat, agents.
