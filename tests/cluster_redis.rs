@@ -770,6 +770,82 @@ fn live_entries_at_the_head_do_not_hide_a_dead_node_s_entries() {
 }
 
 #[test]
+fn the_elected_leader_puts_a_dead_node_s_tasks_back_without_waiting_for_the_visibility_timeout() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let held = Arc::clone(&release);
+    // Long enough that no node reclaims by the visibility timeout first:
+    // the leader declares a node dead after a quarter of it.
+    let visibility = Duration::from_secs(8);
+    let leader = Orchestrator::builder()
+        .agents(Role::Researcher, 1, move || {
+            let held = Arc::clone(&held);
+            move |_: &Task, _: &AgentContext| -> Result<Output, TaskError> {
+                while !held.load(std::sync::atomic::Ordering::Acquire) {
+                    thread::sleep(Duration::from_millis(5));
+                }
+                Ok(Output::encode("leader")?)
+            }
+        })
+        .autoscale(AutoscalePolicy::disabled())
+        .redis(url.as_str())
+        .node("leader")
+        .visibility_timeout(visibility)
+        .election(election("leader"))
+        .build()
+        .unwrap();
+    wait_until("the node leads", || leader.is_leader());
+    let mut children = Children(vec![spawn_child_working(&url, CHILD_LIFETIME)]);
+    let victim = format!("child-{}", children.0[0].id());
+    wait_until("the child joined", || {
+        leader.cluster_nodes().unwrap().len() == 2
+    });
+    // The leader holds two (its agent waits), the child four.
+    let ids = leader.submit_batch((0..6).map(|_| job())).unwrap();
+    wait_until("the child holds four tasks", || {
+        pending_by_consumer(&url).contains(&(victim.clone(), 4))
+    });
+    let mut dead = children.0.remove(0);
+    dead.kill().unwrap();
+    dead.wait().unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match leader
+            .events()
+            .recv_timeout(left)
+            .expect("no NodeDead event")
+        {
+            agentry::Event::NodeDead { node, requeued } if node == victim => {
+                assert_eq!(requeued, 4);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let names: Vec<String> = leader
+        .cluster_nodes()
+        .unwrap()
+        .into_iter()
+        .map(|n| n.name)
+        .collect();
+    assert_eq!(names, ["leader"]);
+    release.store(true, std::sync::atomic::Ordering::Release);
+    let mut second_attempts = 0;
+    for id in &ids {
+        let result = leader.wait(*id, PATIENCE).unwrap();
+        assert_eq!(result.status(), TaskStatus::Succeeded, "{result:?}");
+        assert_eq!(result.output::<String>().unwrap(), "leader");
+        if result.attempts() == 2 {
+            second_attempts += 1;
+        }
+    }
+    assert_eq!(second_attempts, 4);
+    leader.shutdown().unwrap();
+}
+
+#[test]
 fn consumer_groups_destroyed_mid_run_are_made_again_and_every_task_finishes() {
     let server = RedisServer::start();
     let url = server.url();

@@ -642,8 +642,9 @@ impl Orchestrator {
     }
 
     /// The nodes of this orchestrator's [Redis cluster](OrchestratorBuilder::redis)
-    /// that ever wrote a heartbeat (every third of the visibility timeout),
-    /// sorted by name: compare [`NodeStatus::heartbeat`] with the
+    /// that wrote a heartbeat (every twelfth of the visibility timeout, on
+    /// the Redis server's clock) and were not declared dead by an elected
+    /// leader, sorted by name: compare [`NodeStatus::heartbeat`] with the
     /// visibility timeout to judge which are alive.
     ///
     /// # Errors

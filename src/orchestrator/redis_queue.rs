@@ -14,7 +14,7 @@
 //! | `ns:tasks:takeovers` | hash: task id → how often it was reclaimed from a node that stopped answering |
 //! | `ns:results` | hash: task id → postcard result |
 //! | `ns:results:order` | sorted set of result ids, to evict the oldest past the retention |
-//! | `ns:nodes` | hash: node name → its last heartbeat (ms since the Unix epoch) and agent count |
+//! | `ns:nodes` | hash: node name → its last heartbeat (ms since the Unix epoch, on the Redis server's clock) and agent count |
 //!
 //! # Protocol
 //!
@@ -55,6 +55,22 @@
 //!   back, and cancels locally those it has not started (their
 //!   cancellation is not stored; they run on the other node). One it had
 //!   started runs to its end and its result is stored too: at least once.
+//! * **Heartbeats and the leader.** Every node writes its heartbeat every
+//!   twelfth of its visibility timeout, with a script that reads the
+//!   server's clock (`TIME`), so hosts' clocks need not agree. Without an
+//!   election, that is all: dead nodes' tasks come back through
+//!   `XAUTOCLAIM`. With an election on Redis, the leader's pump, at each of
+//!   its heartbeats, declares dead every other node whose heartbeat is a
+//!   quarter of the leader's visibility timeout old (three heartbeats
+//!   missed): one script per dead node re-checks the age, and for each of
+//!   its pending entries in every lane appends a copy at the end of the
+//!   stream (its `takeovers` field counting the attempt), acknowledges and
+//!   deletes the old one, then deletes the node's consumers and its rows in
+//!   `ns:nodes` and `ns:nodes:specs`; the leader emits
+//!   [`Event::NodeDead`]. A node declared dead while only frozen finds its
+//!   entries gone when it resumes, as after a takeover; its next heartbeat
+//!   lists it again. `XAUTOCLAIM` stays as the backstop (a leader change,
+//!   an entry a live node let go of).
 //! * **Lost groups.** When a command fails with `NOGROUP` (the database
 //!   was flushed, or a Redis without persistence restarted), the pump
 //!   creates the consumer groups again; the entries still in the streams
@@ -80,7 +96,7 @@ use ::redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use crossbeam_channel::Receiver;
 use parking_lot::Mutex;
 
-use super::{Recorded, Shared};
+use super::{Event, Recorded, Shared};
 use crate::cluster::{Pool, RedisConfig, Retry, has_code, unexpected};
 use crate::distributor::{Effects, ResultRecord, Task, TaskRecord, TaskResult, TaskStatus};
 use crate::error::{Error, Result};
@@ -127,6 +143,61 @@ for i = 3, #ARGV do
   end
 end
 return lost
+";
+
+/// Writes a node's heartbeat on the server's clock, so that hosts whose
+/// clocks disagree still judge ages alike. KEYS: nodes. ARGV: node, agents.
+const HEARTBEAT: &str = r"
+local t = redis.call('TIME')
+redis.call('HSET', KEYS[1], ARGV[1], t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000)) .. ' ' .. ARGV[2])
+return 0
+";
+
+/// Declares a node dead if its heartbeat (server clock) is at least
+/// `ARGV[2]` ms old: puts each of its pending entries back at the end of
+/// its stream for any node (a new entry whose `takeovers` field counts the
+/// attempt, the old one acknowledged and deleted), deletes its consumers
+/// and its entries in the nodes and specs hashes. Returns how many entries
+/// it put back, or -1 if the node is not dead (or already gone). KEYS:
+/// nodes, specs, then every task stream. ARGV: node, threshold ms, group.
+const REAP: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local beat = redis.call('HGET', KEYS[1], ARGV[1])
+if not beat then return -1 end
+local at = tonumber(string.match(beat, '^(%d+)'))
+if at and now - at < tonumber(ARGV[2]) then return -1 end
+local moved = 0
+for i = 3, #KEYS do
+  local pending = redis.pcall('XPENDING', KEYS[i], ARGV[3], '-', '+', 100000, ARGV[1])
+  if type(pending) == 'table' and not pending.err then
+    for _, p in ipairs(pending) do
+      local found = redis.call('XRANGE', KEYS[i], p[1], p[1])
+      if #found == 1 then
+        local fields, takeovers = {}, 1
+        local old = found[1][2]
+        for j = 1, #old, 2 do
+          if old[j] == 'takeovers' then
+            takeovers = tonumber(old[j + 1]) + 1
+          else
+            fields[#fields + 1] = old[j]
+            fields[#fields + 1] = old[j + 1]
+          end
+        end
+        fields[#fields + 1] = 'takeovers'
+        fields[#fields + 1] = tostring(takeovers)
+        redis.call('XADD', KEYS[i], '*', unpack(fields))
+        moved = moved + 1
+      end
+      redis.call('XACK', KEYS[i], ARGV[3], p[1])
+      redis.call('XDEL', KEYS[i], p[1])
+    end
+    redis.pcall('XGROUP', 'DELCONSUMER', KEYS[i], ARGV[3], ARGV[1])
+  end
+end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return moved
 ";
 
 /// How many `XAUTOCLAIM` pages one claim may scan per stream: each page
@@ -487,7 +558,7 @@ impl RedisQueue {
             &|| "read the nodes' agent specs".to_owned(),
             |c| ::redis::cmd("HGETALL").arg(&self.node_specs).query(c),
         )?;
-        let now = SystemTime::now();
+        let now = self.server_now()?;
         let live: Vec<String> = self
             .nodes()?
             .into_iter()
@@ -673,7 +744,10 @@ impl RedisQueue {
             };
             return Ok(());
         }
-        if reclaimed {
+        // Put back by the cluster's leader from a node declared dead: a
+        // reclaim too, counted in the entry itself.
+        let requeued: u32 = entry.get("takeovers").unwrap_or(0);
+        if reclaimed || requeued > 0 {
             // Only a task delivered before can have been finished already.
             let done: bool = self.pool.run(
                 Retry::Once,
@@ -688,6 +762,8 @@ impl RedisQueue {
             if done {
                 return self.acknowledge(stream, &entry.id);
             }
+        }
+        if reclaimed {
             let takeovers: u32 =
                 self.pool
                     .run(Retry::Never, &|| format!("count a takeover of {id}"), |c| {
@@ -701,6 +777,9 @@ impl RedisQueue {
                 record.count_takeover();
             }
             tracing::info!(task = %id, takeovers, node = %self.node, "reclaimed a task from a node that stopped answering");
+        }
+        for _ in 0..requeued {
+            record.count_takeover();
         }
         self.in_hand.lock().insert(
             id,
@@ -795,10 +874,10 @@ impl RedisQueue {
 
     /// Resets the idle time of every entry in hand that is still this
     /// node's, so no other node takes them over while this one works on
-    /// them, and writes the heartbeat. Returns the tasks whose entries
+    /// them, and registers the node's specs again. Returns the tasks whose entries
     /// another node took over (or that were acknowledged meanwhile), marked
     /// lost: the caller cancels them here unless they started.
-    fn refresh(&self, agents: usize) -> Result<Vec<TaskId>> {
+    fn refresh(&self) -> Result<Vec<TaskId>> {
         let mut by_stream: HashMap<String, Vec<String>> = HashMap::new();
         for entry in self.in_hand.lock().values().filter(|e| !e.lost) {
             by_stream
@@ -818,11 +897,6 @@ impl RedisQueue {
                 .arg(&ids[..]);
         }
         self.register_into(&mut pipe)?;
-        pipe.cmd("HSET")
-            .arg(&self.nodes)
-            .arg(&self.node)
-            .arg(format!("{} {agents}", millis_since_epoch()))
-            .ignore();
         // Read-only when nothing changed hands, and harmless to repeat.
         let lost: Vec<Vec<String>> = self.pool.run(
             Retry::Once,
@@ -840,6 +914,84 @@ impl RedisQueue {
             }
         }
         Ok(ids)
+    }
+
+    /// Writes this node's heartbeat.
+    fn heartbeat(&self, agents: usize) -> Result<()> {
+        self.pool
+            .run(Retry::Once, &|| "write the heartbeat".to_owned(), |c| {
+                ::redis::cmd("EVAL")
+                    .arg(HEARTBEAT)
+                    .arg(1)
+                    .arg(&self.nodes)
+                    .arg(&self.node)
+                    .arg(agents)
+                    .query(c)
+            })
+    }
+
+    /// The leader's duty: declares dead every other node whose heartbeat
+    /// is [`dead_after`] old, putting its tasks back for any node at once.
+    /// Returns the nodes declared dead and how many tasks each held.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] if Redis cannot be reached.
+    fn reap_dead(&self) -> Result<Vec<(String, usize)>> {
+        let now = self.server_now()?;
+        let threshold = dead_after(self.visibility);
+        let stale: Vec<String> = self
+            .nodes()?
+            .into_iter()
+            .filter(|(name, at, _)| {
+                *name != self.node && now.duration_since(*at).is_ok_and(|age| age >= threshold)
+            })
+            .map(|(name, _, _)| name)
+            .collect();
+        if stale.is_empty() {
+            return Ok(Vec::new());
+        }
+        let lanes: Vec<String> =
+            self.pool
+                .run(Retry::Once, &|| "list the task lanes".to_owned(), |c| {
+                    ::redis::cmd("HKEYS").arg(&self.lanes).query(c)
+                })?;
+        let streams: Vec<String> = lanes
+            .iter()
+            .flat_map(|lane| (0..RANKS).map(move |rank| self.stream(lane, rank)))
+            .collect();
+        let mut dead = Vec::new();
+        for node in stale {
+            let moved: i64 =
+                self.pool
+                    .run(Retry::Never, &|| format!("declare node {node} dead"), |c| {
+                        ::redis::cmd("EVAL")
+                            .arg(REAP)
+                            .arg(2 + streams.len())
+                            .arg(&self.nodes)
+                            .arg(&self.node_specs)
+                            .arg(&streams)
+                            .arg(&node)
+                            .arg(millis(threshold))
+                            .arg(GROUP)
+                            .query(c)
+                    })?;
+            if let Ok(moved) = usize::try_from(moved) {
+                tracing::warn!(%node, requeued = moved, "a node stopped writing its heartbeat: declared dead, its tasks put back");
+                dead.push((node, moved));
+            }
+        }
+        Ok(dead)
+    }
+
+    /// The Redis server's clock.
+    fn server_now(&self) -> Result<SystemTime> {
+        let (seconds, micros): (u64, u64) =
+            self.pool
+                .run(Retry::Once, &|| "read the server's clock".to_owned(), |c| {
+                    ::redis::cmd("TIME").query(c)
+                })?;
+        Ok(UNIX_EPOCH + Duration::from_secs(seconds) + Duration::from_micros(micros))
     }
 
     /// After a failed command: when it failed because a consumer group is
@@ -983,12 +1135,32 @@ pub(crate) fn spawn_pump(
             let target = agents.max(1) * 2;
             // `None`: never refreshed, so due at once.
             let mut refreshed: Option<Instant> = None;
+            let mut beaten: Option<Instant> = None;
             while !stop.load(Ordering::Acquire) {
+                if beaten.is_none_or(|at| at.elapsed() >= heartbeat_interval(queue.visibility)) {
+                    beaten = Some(Instant::now());
+                    if let Err(error) = queue.heartbeat(agents) {
+                        tracing::warn!(%error, "writing the heartbeat failed");
+                    }
+                    let leading = shared.election.as_ref().is_some_and(|e| e.is_leader());
+                    if leading {
+                        match queue.reap_dead() {
+                            Ok(dead) => {
+                                for (node, requeued) in dead {
+                                    shared.emit(Event::NodeDead { node, requeued });
+                                }
+                            }
+                            Err(error) => {
+                                tracing::warn!(%error, "looking for dead nodes failed");
+                            }
+                        }
+                    }
+                }
                 // Refreshing and reclaiming run every third of the
                 // visibility timeout; plain reads in between.
                 let due = refreshed.is_none_or(|at| at.elapsed() >= queue.visibility / 3);
                 if due {
-                    match queue.refresh(agents) {
+                    match queue.refresh() {
                         Ok(lost) => {
                             refreshed = Some(Instant::now());
                             drop_lost(&shared, &lost);
@@ -1070,8 +1242,14 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn millis_since_epoch() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, millis)
+/// How often a node writes its heartbeat: a twelfth of the visibility
+/// timeout.
+fn heartbeat_interval(visibility: Duration) -> Duration {
+    visibility / 12
+}
+
+/// How old a heartbeat makes the cluster's leader declare its node dead: a
+/// quarter of the visibility timeout (three heartbeats missed).
+fn dead_after(visibility: Duration) -> Duration {
+    visibility / 4
 }
