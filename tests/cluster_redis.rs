@@ -846,6 +846,79 @@ fn the_elected_leader_puts_a_dead_node_s_tasks_back_without_waiting_for_the_visi
 }
 
 #[test]
+fn any_node_cancels_a_queued_task_or_one_another_node_holds_but_not_a_started_one() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let held = Arc::clone(&release);
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&ran);
+    // One agent that waits for the release: the holder runs one task and
+    // holds the next; the rest stay queued in Redis.
+    let holder = Orchestrator::builder()
+        .agents(Role::Researcher, 1, move || {
+            let (held, log) = (Arc::clone(&held), Arc::clone(&log));
+            move |task: &Task, _: &AgentContext| -> Result<Output, TaskError> {
+                log.lock().unwrap().push(task.id());
+                while !held.load(std::sync::atomic::Ordering::Acquire) {
+                    thread::sleep(Duration::from_millis(5));
+                }
+                Ok(Output::empty())
+            }
+        })
+        .autoscale(AutoscalePolicy::disabled())
+        .redis(url.as_str())
+        .node("holder")
+        .visibility_timeout(VISIBILITY)
+        .build()
+        .unwrap();
+    // The other node serves another role: it pulls none of these.
+    let other = Orchestrator::builder()
+        .agents(Role::Validator, 1, || {
+            |_: &Task, _: &AgentContext| -> Result<Output, TaskError> { Ok(Output::empty()) }
+        })
+        .redis(url.as_str())
+        .node("other")
+        .visibility_timeout(VISIBILITY)
+        .build()
+        .unwrap();
+    let ids = other.submit_batch((0..4).map(|_| job())).unwrap();
+    wait_until("the holder runs the first task", || {
+        ran.lock().unwrap().len() == 1
+    });
+    wait_until("the holder holds two tasks", || {
+        pending_by_consumer(&url) == [("holder".to_owned(), 2)]
+    });
+    // The holder pulled the first two, in order, and runs one of them.
+    let running = ran.lock().unwrap()[0];
+    let in_hand = if running == ids[0] { ids[1] } else { ids[0] };
+    let queued = ids[3];
+    assert!(other.cancel(queued).unwrap(), "a task no node pulled");
+    assert!(other.cancel(in_hand).unwrap(), "a task held, not started");
+    assert!(!other.cancel(running).unwrap(), "a started task");
+    assert!(matches!(
+        other.cancel(agentry::TaskId::new(1_000)),
+        Err(Error::NotFound { .. })
+    ));
+    release.store(true, std::sync::atomic::Ordering::Release);
+    for id in &ids {
+        let result = other.wait(*id, PATIENCE).unwrap();
+        let expected = if *id == queued || *id == in_hand {
+            TaskStatus::Cancelled
+        } else {
+            TaskStatus::Succeeded
+        };
+        assert_eq!(result.status(), expected, "{result:?}");
+    }
+    let ran = ran.lock().unwrap().clone();
+    assert_eq!(ran.len(), 2, "{ran:?}");
+    assert!(!ran.contains(&queued) && !ran.contains(&in_hand), "{ran:?}");
+    assert!(!other.cancel(running).unwrap(), "a finished task");
+    holder.shutdown().unwrap();
+    other.shutdown().unwrap();
+}
+
+#[test]
 fn consumer_groups_destroyed_mid_run_are_made_again_and_every_task_finishes() {
     let server = RedisServer::start();
     let url = server.url();

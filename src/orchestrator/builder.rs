@@ -202,9 +202,8 @@ impl OrchestratorBuilder {
     /// live node serves.
     ///
     /// Not yet supported on Redis: tasks with dependencies (refused with
-    /// [`Error::InvalidInput`]), [`Orchestrator::cancel`] of a task held by
-    /// another node, messages between nodes (the broker stays local), and a
-    /// state directory. The nodes need no leader to share the queue (any
+    /// [`Error::InvalidInput`]), messages between nodes (the broker stays
+    /// local), and a state directory. The nodes need no leader to share the queue (any
     /// node takes over a dead node's tasks after the visibility timeout);
     /// with [`election`](Self::election) the leader also puts a dead node's
     /// tasks back sooner. Default: none.

@@ -531,9 +531,25 @@ impl Orchestrator {
     /// [`TaskStatus::Cancelled`](crate::TaskStatus::Cancelled), and tasks
     /// depending on it fail. `Ok(false)` when it already started or finished.
     ///
+    /// On a Redis cluster node ([`OrchestratorBuilder::redis`]), any task of
+    /// the cluster: one no node pulled yet is cancelled at once, in Redis;
+    /// one another node holds is cancelled by that node unless it started,
+    /// and this call waits for its answer (`Ok(true)` only when the task
+    /// will not run).
+    ///
     /// # Errors
-    /// [`Error::NotFound`] when `id` was never submitted.
+    /// [`Error::NotFound`] when `id` was never submitted. On a Redis
+    /// cluster node: [`Error::Timeout`] when the node holding the task gave
+    /// no answer within twice the visibility timeout (the request stays: a
+    /// node that takes the task over cancels it), [`Error::Backend`] when
+    /// Redis cannot be reached.
     pub fn cancel(&self, id: TaskId) -> Result<bool> {
+        #[cfg(feature = "redis")]
+        if let Some(queue) = &self.shared.redis {
+            if !queue.holds(id) {
+                return queue.cancel(id);
+            }
+        }
         let mut fx = Effects::default();
         let cancelled =
             self.shared

@@ -12,6 +12,10 @@
 //! | `ns:tasks:lanes` | hash: lane name → postcard lane (role or none, required capabilities), every lane a task was sent to or a node serves |
 //! | `ns:nodes:specs` | hash: node name → postcard list of its agent specs (role, capabilities) |
 //! | `ns:tasks:takeovers` | hash: task id → how often it was reclaimed from a node that stopped answering |
+//! | `ns:tasks:index` | hash: task id → `entry-id stream` of its entry, while it has one |
+//! | `ns:tasks:cancel-requests` | hash: task id → the node asked to cancel it |
+//! | `ns:tasks:cancels:<node>` | set: ids of tasks that node holds and is asked to cancel |
+//! | `ns:tasks:cancel-answers` | hash: task id → `started`, a holder's refusal |
 //! | `ns:results` | hash: task id → postcard result |
 //! | `ns:results:order` | sorted set of result ids, to evict the oldest past the retention |
 //! | `ns:nodes` | hash: node name → its last heartbeat (ms since the Unix epoch, on the Redis server's clock) and agent count |
@@ -29,9 +33,10 @@
 //!   only if a spec of a live node (a heartbeat within this node's
 //!   visibility timeout, specs from `ns:nodes:specs`) serves it; else
 //!   [`Error::NoAgentForTask`]. Ids come from `INCRBY`, then, in one
-//!   `MULTI`, the lane is recorded (`HSETNX`) and one `XADD` per task goes
-//!   into its lane's stream of its priority; the ids are returned once
-//!   Redis has the entries.
+//!   `MULTI`, the lane is recorded (`HSETNX`) and one script per task
+//!   appends it to its lane's stream of its priority (`XADD`, the task id
+//!   in field `id`) and indexes the entry under the task id; the ids are
+//!   returned once Redis has the entries.
 //! * **Pull.** Each node's pump thread keeps its agents fed: while fewer
 //!   tasks are in hand than twice its agents, it reads new entries with
 //!   `XREADGROUP` from its lanes' streams in priority order (strict
@@ -79,6 +84,17 @@
 //!   whether its result is already stored (a node finished it, then died
 //!   before acknowledging): if so it acknowledges the entry instead of
 //!   running it again.
+//! * **Cancel.** `cancel` on a node holding the task cancels it locally (if
+//!   not started). Otherwise one script finds the entry through the index:
+//!   not delivered yet, it is deleted and the Cancelled result stored at
+//!   once; delivered, the task id goes into the holder's cancel set and the
+//!   requests hash. Every holder's pump takes its cancel set every 10 ms
+//!   and cancels those tasks locally unless they started (the result then
+//!   says Cancelled), answering `started` for the others and withdrawing
+//!   their requests; the caller waits for either, at most twice its
+//!   visibility timeout. A node that reclaims a task whose request still
+//!   stands (its holder died first) stores it as cancelled instead of
+//!   running it.
 //! * **Finish.** Results published by the local distributor go to a
 //!   recorder thread, which stores each result, acknowledges and deletes its
 //!   entry, and evicts the oldest results past the builder's retention, in
@@ -99,7 +115,7 @@ use parking_lot::Mutex;
 use super::{Event, Recorded, Shared};
 use crate::cluster::{Pool, RedisConfig, Retry, has_code, unexpected};
 use crate::distributor::{Effects, ResultRecord, Task, TaskRecord, TaskResult, TaskStatus};
-use crate::error::{Error, Result};
+use crate::error::{Error, Missing, Result};
 use crate::ids::{Role, TaskId};
 use serde::{Deserialize, Serialize};
 
@@ -111,12 +127,23 @@ const RANKS: usize = 4;
 /// How long a pump with nothing to do blocks in `XREADGROUP`.
 const IDLE_BLOCK: Duration = Duration::from_millis(20);
 
+/// Appends a task to its stream and indexes its entry under its id.
+/// KEYS: stream, index. ARGV: task record, task id.
+const APPEND: &str = r"
+local entry = redis.call('XADD', KEYS[1], '*', 'task', ARGV[1], 'id', ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[2], entry .. ' ' .. KEYS[1])
+return 0
+";
+
 /// Stores a result, acknowledges and deletes its entry, forgets its
-/// takeover count, evicts past the retention. KEYS: results, order, stream,
-/// takeovers. ARGV: id, result bytes, group, entry id, retention.
+/// takeover count, its index row and any cancel request, evicts past the
+/// retention. KEYS: results, order, stream, takeovers, index, cancel
+/// requests. ARGV: id, result bytes, group, entry id, retention.
 const FINISH: &str = r"
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HDEL', KEYS[4], ARGV[1])
+redis.call('HDEL', KEYS[5], ARGV[1])
+redis.call('HDEL', KEYS[6], ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[1], ARGV[1])
 redis.call('XACK', KEYS[3], ARGV[3], ARGV[4])
 redis.call('XDEL', KEYS[3], ARGV[4])
@@ -157,9 +184,10 @@ return 0
 /// `ARGV[2]` ms old: puts each of its pending entries back at the end of
 /// its stream for any node (a new entry whose `takeovers` field counts the
 /// attempt, the old one acknowledged and deleted), deletes its consumers
-/// and its entries in the nodes and specs hashes. Returns how many entries
-/// it put back, or -1 if the node is not dead (or already gone). KEYS:
-/// nodes, specs, then every task stream. ARGV: node, threshold ms, group.
+/// and its entries in the nodes and specs hashes; the index follows the
+/// entries. Returns how many entries it put back, or -1 if the node is not
+/// dead (or already gone). KEYS: nodes, specs, index, then every task
+/// stream. ARGV: node, threshold ms, group.
 const REAP: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -168,25 +196,27 @@ if not beat then return -1 end
 local at = tonumber(string.match(beat, '^(%d+)'))
 if at and now - at < tonumber(ARGV[2]) then return -1 end
 local moved = 0
-for i = 3, #KEYS do
+for i = 4, #KEYS do
   local pending = redis.pcall('XPENDING', KEYS[i], ARGV[3], '-', '+', 100000, ARGV[1])
   if type(pending) == 'table' and not pending.err then
     for _, p in ipairs(pending) do
       local found = redis.call('XRANGE', KEYS[i], p[1], p[1])
       if #found == 1 then
-        local fields, takeovers = {}, 1
+        local fields, takeovers, id = {}, 1, nil
         local old = found[1][2]
         for j = 1, #old, 2 do
           if old[j] == 'takeovers' then
             takeovers = tonumber(old[j + 1]) + 1
           else
+            if old[j] == 'id' then id = old[j + 1] end
             fields[#fields + 1] = old[j]
             fields[#fields + 1] = old[j + 1]
           end
         end
         fields[#fields + 1] = 'takeovers'
         fields[#fields + 1] = tostring(takeovers)
-        redis.call('XADD', KEYS[i], '*', unpack(fields))
+        local entry = redis.call('XADD', KEYS[i], '*', unpack(fields))
+        if id then redis.call('HSET', KEYS[3], id, entry .. ' ' .. KEYS[i]) end
         moved = moved + 1
       end
       redis.call('XACK', KEYS[i], ARGV[3], p[1])
@@ -199,6 +229,43 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 return moved
 ";
+
+/// Cancels a task wherever it is. A result stored: `finished`. No entry
+/// indexed: `unknown`. An entry no node took yet: deleted, the Cancelled
+/// result stored (evicting past the retention): `cancelled`. An entry a
+/// node holds: the request recorded (the task id in that node's cancel set
+/// and in the requests hash): `held`. The entry's stream is read from the
+/// index row. KEYS: results, order, index, requests. ARGV: id, result
+/// bytes, group, retention, prefix of the nodes' cancel sets.
+const CANCEL: &str = r"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 'finished' end
+local at = redis.call('HGET', KEYS[3], ARGV[1])
+if not at then return 'unknown' end
+local space = string.find(at, ' ', 1, true)
+local entry, stream = string.sub(at, 1, space - 1), string.sub(at, space + 1)
+local pending = redis.pcall('XPENDING', stream, ARGV[3], entry, entry, 1)
+if type(pending) == 'table' and not pending.err and #pending == 1 then
+  redis.call('HSET', KEYS[4], ARGV[1], pending[1][2])
+  redis.call('SADD', ARGV[5] .. pending[1][2], ARGV[1])
+  return 'held'
+end
+redis.call('XDEL', stream, entry)
+redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[1], ARGV[1])
+local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
+if excess > 0 then
+  local old = redis.call('ZPOPMIN', KEYS[2], excess)
+  for i = 1, #old, 2 do redis.call('HDEL', KEYS[1], old[i]) end
+end
+return 'cancelled'
+";
+
+/// How often a pump looks for cancel requests for the tasks it holds.
+const CANCEL_POLL: Duration = Duration::from_millis(10);
+
+/// The reason of a result cancelled by [`RedisQueue::cancel`].
+const CANCELLED: &str = "cancelled by the application";
 
 /// How many `XAUTOCLAIM` pages one claim may scan per stream: each page
 /// looks at up to ten times its count of pending entries.
@@ -291,6 +358,15 @@ pub(crate) struct RedisQueue {
     node_specs: String,
     /// This node's agent specs.
     specs: Vec<(Role, Vec<String>)>,
+    /// Hash: task id → `entry-id stream` of its entry, while it has one.
+    index: String,
+    /// Hash: task id → the node asked to cancel it (it holds the task).
+    requests: String,
+    /// Set: the ids of tasks this node holds and is asked to cancel.
+    cancels: String,
+    /// Hash: task id → `started`, a holder's answer to a cancel request it
+    /// could not honour.
+    answers: String,
     served: Mutex<Served>,
     takeovers: String,
     results: String,
@@ -322,6 +398,10 @@ impl RedisQueue {
             lanes: pool.key("tasks:lanes"),
             node_specs: pool.key("nodes:specs"),
             specs,
+            index: pool.key("tasks:index"),
+            requests: pool.key("tasks:cancel-requests"),
+            cancels: pool.key(&format!("tasks:cancels:{node}")),
+            answers: pool.key("tasks:cancel-answers"),
             served: Mutex::new(Served::default()),
             takeovers: pool.key("tasks:takeovers"),
             results: pool.key("results"),
@@ -506,11 +586,13 @@ impl RedisQueue {
                     .arg(postcard::to_stdvec(lane)?)
                     .ignore();
             }
-            pipe.cmd("XADD")
+            pipe.cmd("EVAL")
+                .arg(APPEND)
+                .arg(2)
                 .arg(self.stream(&name, task.priority.rank()))
-                .arg("*")
-                .arg("task")
+                .arg(&self.index)
                 .arg(record)
+                .arg(task.id.get())
                 .ignore();
         }
         self.pool
@@ -762,6 +844,27 @@ impl RedisQueue {
             if done {
                 return self.acknowledge(stream, &entry.id);
             }
+            // Its holder died or froze before it honoured a cancel.
+            let requested: bool = self.pool.run(
+                Retry::Once,
+                &|| format!("look up a cancel request for {id}"),
+                |c| {
+                    ::redis::cmd("HEXISTS")
+                        .arg(&self.requests)
+                        .arg(id.get())
+                        .query(c)
+                },
+            )?;
+            if requested {
+                let cancelled =
+                    TaskResult::failed(id, TaskStatus::Cancelled, CANCELLED.to_owned(), 0);
+                let held = Entry {
+                    stream: stream.to_owned(),
+                    id: entry.id,
+                    lost: false,
+                };
+                return self.store(&[(&cancelled, held)]);
+            }
         }
         if reclaimed {
             let takeovers: u32 =
@@ -853,11 +956,13 @@ impl RedisQueue {
             // but a restarted server (empty script cache) needs no reload.
             pipe.cmd("EVAL")
                 .arg(FINISH)
-                .arg(4)
+                .arg(6)
                 .arg(&self.results)
                 .arg(&self.order)
                 .arg(&entry.stream)
                 .arg(&self.takeovers)
+                .arg(&self.index)
+                .arg(&self.requests)
                 .arg(result.id().get())
                 .arg(bytes)
                 .arg(GROUP)
@@ -916,6 +1021,122 @@ impl RedisQueue {
         Ok(ids)
     }
 
+    /// Whether this node holds task `id` (claimed, not finished).
+    pub(crate) fn holds(&self, id: TaskId) -> bool {
+        self.in_hand.lock().contains_key(&id)
+    }
+
+    /// Cancels a task this node does not hold, for `Orchestrator::cancel`:
+    /// at once if no node took it yet; else asks its holder, which cancels
+    /// it unless it started, and waits for the outcome, at most twice the
+    /// visibility timeout (a holder that died meanwhile leaves the request
+    /// to the node that takes its tasks over).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for an id the cluster never gave out;
+    /// [`Error::Timeout`] when no outcome came in time (the request stays:
+    /// the task does not start on a node that takes it over);
+    /// [`Error::Backend`] if Redis cannot be reached.
+    pub(crate) fn cancel(&self, id: TaskId) -> Result<bool> {
+        let cancelled = TaskResult::failed(id, TaskStatus::Cancelled, CANCELLED.to_owned(), 0);
+        let bytes = postcard::to_stdvec(&ResultRecord::from(&cancelled))?;
+        let outcome: String =
+            self.pool
+                .run(Retry::Never, &|| format!("cancel task {id}"), |c| {
+                    ::redis::cmd("EVAL")
+                        .arg(CANCEL)
+                        .arg(4)
+                        .arg(&self.results)
+                        .arg(&self.order)
+                        .arg(&self.index)
+                        .arg(&self.requests)
+                        .arg(id.get())
+                        .arg(&bytes)
+                        .arg(GROUP)
+                        .arg(self.retention)
+                        .arg(self.pool.key("tasks:cancels:"))
+                        .query(c)
+                })?;
+        match outcome.as_str() {
+            "cancelled" => Ok(true),
+            "finished" => Ok(false),
+            "held" => self.await_cancel(id),
+            _ => {
+                // Never given out, or finished and its result evicted.
+                let issued: Option<u64> = self.pool.run(
+                    Retry::Once,
+                    &|| "read the task id counter".to_owned(),
+                    |c| ::redis::cmd("GET").arg(&self.next_id).query(c),
+                )?;
+                if issued.is_some_and(|last| id.get() <= last) {
+                    Ok(false)
+                } else {
+                    Err(Error::NotFound {
+                        what: Missing::Task(id),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Waits for the holder's answer to a cancel request: a stored result
+    /// (cancelled or not), or its word that the task started.
+    fn await_cancel(&self, id: TaskId) -> Result<bool> {
+        let deadline = crate::clock::deadline_after(self.visibility * 2);
+        loop {
+            if let Some(result) = self.result(id)? {
+                return Ok(result.status() == TaskStatus::Cancelled);
+            }
+            let answered: i64 = self.pool.run(
+                Retry::Never,
+                &|| format!("read the cancel answer for {id}"),
+                |c| {
+                    ::redis::cmd("HDEL")
+                        .arg(&self.answers)
+                        .arg(id.get())
+                        .query(c)
+                },
+            )?;
+            if answered > 0 {
+                return Ok(false);
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout);
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// The holder's side: takes the cancel requests for tasks this node
+    /// holds. Those it cannot cancel (started) are answered, and their
+    /// requests withdrawn so that a takeover still runs them.
+    fn take_cancel_requests(&self) -> Result<Vec<TaskId>> {
+        let ids: Vec<u64> =
+            self.pool
+                .run(Retry::Never, &|| "take cancel requests".to_owned(), |c| {
+                    ::redis::cmd("SPOP").arg(&self.cancels).arg(100).query(c)
+                })?;
+        Ok(ids.into_iter().map(TaskId::new).collect())
+    }
+
+    fn refuse_cancel(&self, ids: &[TaskId]) -> Result<()> {
+        let mut pipe = ::redis::pipe();
+        pipe.atomic();
+        for id in ids {
+            pipe.cmd("HDEL").arg(&self.requests).arg(id.get()).ignore();
+            pipe.cmd("HSET")
+                .arg(&self.answers)
+                .arg(id.get())
+                .arg("started")
+                .ignore();
+        }
+        self.pool
+            .run(Retry::Never, &|| "answer cancel requests".to_owned(), |c| {
+                pipe.query::<()>(c)
+            })
+    }
+
     /// Writes this node's heartbeat.
     fn heartbeat(&self, agents: usize) -> Result<()> {
         self.pool
@@ -967,9 +1188,10 @@ impl RedisQueue {
                     .run(Retry::Never, &|| format!("declare node {node} dead"), |c| {
                         ::redis::cmd("EVAL")
                             .arg(REAP)
-                            .arg(2 + streams.len())
+                            .arg(3 + streams.len())
                             .arg(&self.nodes)
                             .arg(&self.node_specs)
+                            .arg(&self.index)
                             .arg(&streams)
                             .arg(&node)
                             .arg(millis(threshold))
@@ -1136,7 +1358,12 @@ pub(crate) fn spawn_pump(
             // `None`: never refreshed, so due at once.
             let mut refreshed: Option<Instant> = None;
             let mut beaten: Option<Instant> = None;
+            let mut polled = Instant::now();
             while !stop.load(Ordering::Acquire) {
+                if polled.elapsed() >= CANCEL_POLL {
+                    polled = Instant::now();
+                    honour_cancels(&shared, &queue);
+                }
                 if beaten.is_none_or(|at| at.elapsed() >= heartbeat_interval(queue.visibility)) {
                     beaten = Some(Instant::now());
                     if let Err(error) = queue.heartbeat(agents) {
@@ -1192,6 +1419,35 @@ pub(crate) fn spawn_pump(
             }
         })?;
     Ok(thread)
+}
+
+/// Cancels the tasks other nodes asked this one to cancel, unless they
+/// started; answers for those that did.
+fn honour_cancels(shared: &Shared, queue: &RedisQueue) {
+    let ids = match queue.take_cancel_requests() {
+        Ok(ids) if ids.is_empty() => return,
+        Ok(ids) => ids,
+        Err(error) => {
+            tracing::warn!(%error, "reading cancel requests failed");
+            return;
+        }
+    };
+    let mut fx = Effects::default();
+    let mut refused = Vec::new();
+    {
+        let mut distributor = shared.distributor.lock();
+        for id in ids {
+            if !matches!(distributor.cancel(id, CANCELLED, &mut fx), Ok(true)) {
+                refused.push(id);
+            }
+        }
+    }
+    shared.apply(&mut fx);
+    if !refused.is_empty() {
+        if let Err(error) = queue.refuse_cancel(&refused) {
+            tracing::warn!(%error, "answering cancel requests failed");
+        }
+    }
 }
 
 /// Cancels here the tasks another node took over, unless they started (a
