@@ -251,7 +251,7 @@ fn bad_cluster_configurations_are_refused() {
     let dependent = job().after(agentry::TaskId::new(1));
     assert!(matches!(
         orchestrator.submit(dependent),
-        Err(Error::InvalidInput(_))
+        Err(Error::NotFound { .. })
     ));
     orchestrator.shutdown().unwrap();
 }
@@ -916,6 +916,67 @@ fn any_node_cancels_a_queued_task_or_one_another_node_holds_but_not_a_started_on
     assert!(!other.cancel(running).unwrap(), "a finished task");
     holder.shutdown().unwrap();
     other.shutdown().unwrap();
+}
+
+#[test]
+fn a_dependent_waits_in_redis_and_fails_when_its_dependency_is_cancelled_on_another_node() {
+    let server = RedisServer::start();
+    let url = server.url();
+    // Nobody serves `later` yet: tasks of it stay queued in Redis.
+    let submitter = Orchestrator::builder()
+        .agents(Role::Validator, 1, || {
+            |_: &Task, _: &AgentContext| -> Result<Output, TaskError> { Ok(Output::empty()) }
+        })
+        .redis(url.as_str())
+        .node("submitter")
+        .visibility_timeout(VISIBILITY)
+        .build()
+        .unwrap();
+    let worker = node(&url, "worker", 2, Duration::ZERO);
+    let later = || Task::new("later").with_role(Role::Custom("later".into()));
+    let spare = Orchestrator::builder()
+        .agents(Role::Custom("later".into()), 1, || {
+            |_: &Task, _: &AgentContext| -> Result<Output, TaskError> { Ok(Output::empty()) }
+        })
+        .redis(url.as_str())
+        .node("spare")
+        .visibility_timeout(VISIBILITY)
+        .build()
+        .unwrap();
+    // Shut down once listed: its role stays registered as live for a
+    // while, and its task waits in Redis.
+    wait_until("the spare node wrote its heartbeat", || {
+        submitter
+            .cluster_nodes()
+            .unwrap()
+            .iter()
+            .any(|n| n.name == "spare")
+    });
+    spare.shutdown().unwrap();
+    let first = submitter.submit(later()).unwrap();
+    let second = submitter.submit(job().after(first)).unwrap();
+    let third = submitter.submit(job().after(second)).unwrap();
+    let independent = submitter.submit(job()).unwrap();
+    assert!(submitter.wait(independent, PATIENCE).unwrap().is_success());
+    assert!(
+        submitter.result(second).is_none(),
+        "waits for its dependency"
+    );
+    assert!(submitter.cancel(first).unwrap());
+    let failed = submitter.wait(third, PATIENCE).unwrap();
+    assert_eq!(failed.status(), TaskStatus::Failed, "{failed:?}");
+    let reason = failed.error().unwrap();
+    assert!(reason.contains(&second.to_string()), "{reason}");
+    assert!(reason.contains(&first.to_string()), "{reason}");
+    assert!(reason.contains("was cancelled"), "{reason}");
+    // A dependency that succeeded releases its dependent.
+    let done = submitter.submit(job()).unwrap();
+    let after = submitter
+        .submit(job().after(done).after(independent))
+        .unwrap();
+    assert!(submitter.wait(after, PATIENCE).unwrap().is_success());
+    submitter.shutdown().unwrap();
+    worker.shutdown().unwrap();
 }
 
 #[test]

@@ -201,8 +201,7 @@ impl OrchestratorBuilder {
     /// spec of its own serves, and `submit` on any node accepts a task some
     /// live node serves.
     ///
-    /// Not yet supported on Redis: tasks with dependencies (refused with
-    /// [`Error::InvalidInput`]), messages between nodes (the broker stays
+    /// Not yet supported on Redis: messages between nodes (the broker stays
     /// local), and a state directory. The nodes need no leader to share the queue (any
     /// node takes over a dead node's tasks after the visibility timeout);
     /// with [`election`](Self::election) the leader also puts a dead node's

@@ -16,6 +16,9 @@
 //! | `ns:tasks:cancel-requests` | hash: task id → the node asked to cancel it |
 //! | `ns:tasks:cancels:<node>` | set: ids of tasks that node holds and is asked to cancel |
 //! | `ns:tasks:cancel-answers` | hash: task id → `started`, a holder's refusal |
+//! | `ns:tasks:outcomes` | hash: task id → `ok`, or why it did not succeed (`failed: ...`), for its dependents; evicted with its result |
+//! | `ns:tasks:waiting`, `:waiting:count`, `:waiting:stream` | hashes: task id → the record, the count of unmet dependencies and the stream of a task waiting for its dependencies |
+//! | `ns:tasks:dependents:<id>` | set: the waiting tasks that depend on task `id` |
 //! | `ns:results` | hash: task id → postcard result |
 //! | `ns:results:order` | sorted set of result ids, to evict the oldest past the retention |
 //! | `ns:nodes` | hash: node name → its last heartbeat (ms since the Unix epoch, on the Redis server's clock) and agent count |
@@ -84,6 +87,17 @@
 //!   whether its result is already stored (a node finished it, then died
 //!   before acknowledging): if so it acknowledges the entry instead of
 //!   running it again.
+//! * **Dependencies.** A task with dependencies is submitted by a script
+//!   that looks up each one's outcome: all `ok`, it is appended at once;
+//!   one not `ok`, it gets a failed result naming that dependency
+//!   (`dependency task-N failed: ...`) without running; else it waits in
+//!   `ns:tasks:waiting`, listed in the dependents of each unmet one. The
+//!   script that stores a result (or a cancellation) also settles the
+//!   dependents, in the same atomic step: a success counts down their unmet
+//!   dependencies and appends those left with none to their streams; a
+//!   failure, cancellation or timeout fails them at once, naming it, and
+//!   their own dependents in turn. A dependency unknown to the cluster (no
+//!   outcome, entry or waiting record) is [`Error::NotFound`] at submit.
 //! * **Cancel.** `cancel` on a node holding the task cancels it locally (if
 //!   not started). Otherwise one script finds the entry through the index:
 //!   not delivered yet, it is deleted and the Cancelled result stored at
@@ -127,6 +141,77 @@ const RANKS: usize = 4;
 /// How long a pump with nothing to do blocks in `XREADGROUP`.
 const IDLE_BLOCK: Duration = Duration::from_millis(20);
 
+/// Lua shared by the scripts that end a task: `P`, the key prefix
+/// (`ns:`), is the script's last argument. `settle` releases the tasks
+/// waiting on a finished one (into their streams once every dependency
+/// succeeded) or fails them at once, naming it, and their own dependents
+/// in turn. A dependency's outcome is `ok` or why it did not succeed
+/// (`failed: ...`, `was cancelled: ...`, `timed out: ...`). `failed_record`
+/// encodes a failed result as postcard does (pinned by a unit test):
+/// id, no output, the reason, agent 0, 0 ns, 0 attempts, `Failed`.
+macro_rules! settle_lua {
+    () => {
+        r"
+local P = ARGV[#ARGV]
+local function varint(n)
+  local out = {}
+  repeat
+    local byte = n % 128
+    n = math.floor(n / 128)
+    if n > 0 then byte = byte + 128 end
+    out[#out + 1] = string.char(byte)
+  until n == 0
+  return table.concat(out)
+end
+local function store_failed(id, reason)
+  redis.call('HSET', P .. 'results', id,
+    varint(tonumber(id)) .. string.char(0, 1) .. varint(#reason) .. reason .. string.char(0, 0, 0, 3))
+  redis.call('ZADD', P .. 'results:order', id, id)
+  redis.call('HSET', P .. 'tasks:outcomes', id, 'failed: ' .. reason)
+end
+local function unwait(id)
+  redis.call('HDEL', P .. 'tasks:waiting', id)
+  redis.call('HDEL', P .. 'tasks:waiting:count', id)
+  redis.call('HDEL', P .. 'tasks:waiting:stream', id)
+end
+local function settle(id, outcome)
+  local key = P .. 'tasks:dependents:' .. id
+  local dependents = redis.call('SMEMBERS', key)
+  redis.call('DEL', key)
+  for _, d in ipairs(dependents) do
+    if redis.call('HEXISTS', P .. 'tasks:waiting', d) == 1 then
+      if outcome == 'ok' then
+        if redis.call('HINCRBY', P .. 'tasks:waiting:count', d, -1) <= 0 then
+          local record = redis.call('HGET', P .. 'tasks:waiting', d)
+          local stream = redis.call('HGET', P .. 'tasks:waiting:stream', d)
+          unwait(d)
+          local entry = redis.call('XADD', stream, '*', 'task', record, 'id', d)
+          redis.call('HSET', P .. 'tasks:index', d, entry .. ' ' .. stream)
+        end
+      else
+        unwait(d)
+        local reason = 'dependency task-' .. id .. ' ' .. outcome
+        store_failed(d, reason)
+        settle(d, 'failed: ' .. reason)
+      end
+    end
+  end
+end
+local function evict(retention)
+  local order = P .. 'results:order'
+  local excess = redis.call('ZCARD', order) - retention
+  if excess > 0 then
+    local old = redis.call('ZPOPMIN', order, excess)
+    for i = 1, #old, 2 do
+      redis.call('HDEL', P .. 'results', old[i])
+      redis.call('HDEL', P .. 'tasks:outcomes', old[i])
+    end
+  end
+end
+"
+    };
+}
+
 /// Appends a task to its stream and indexes its entry under its id.
 /// KEYS: stream, index. ARGV: task record, task id.
 const APPEND: &str = r"
@@ -135,11 +220,51 @@ redis.call('HSET', KEYS[2], ARGV[2], entry .. ' ' .. KEYS[1])
 return 0
 ";
 
-/// Stores a result, acknowledges and deletes its entry, forgets its
-/// takeover count, its index row and any cancel request, evicts past the
-/// retention. KEYS: results, order, stream, takeovers, index, cancel
-/// requests. ARGV: id, result bytes, group, entry id, retention.
-const FINISH: &str = r"
+/// Submits a task with dependencies: appended (as [`APPEND`]) if every
+/// one succeeded; failed at once, naming the first that did not (or is
+/// unknown); else parked in `ns:tasks:waiting` with its count of unmet
+/// dependencies and its stream, and listed in each unmet one's dependents.
+/// KEYS: stream, index. ARGV: task record, task id, dependency ids
+/// (distinct), prefix.
+const APPEND_AFTER: &str = concat!(
+    settle_lua!(),
+    r"
+local unmet = 0
+for i = 3, #ARGV - 1 do
+  local dep = ARGV[i]
+  local outcome = redis.call('HGET', P .. 'tasks:outcomes', dep)
+  if not outcome then
+    if redis.call('HEXISTS', KEYS[2], dep) == 0 and redis.call('HEXISTS', P .. 'tasks:waiting', dep) == 0 then
+      store_failed(ARGV[2], 'dependency task-' .. dep .. ' is unknown (its result was evicted)')
+      return 0
+    end
+    redis.call('SADD', P .. 'tasks:dependents:' .. dep, ARGV[2])
+    unmet = unmet + 1
+  elseif outcome ~= 'ok' then
+    store_failed(ARGV[2], 'dependency task-' .. dep .. ' ' .. outcome)
+    return 0
+  end
+end
+if unmet == 0 then
+  local entry = redis.call('XADD', KEYS[1], '*', 'task', ARGV[1], 'id', ARGV[2])
+  redis.call('HSET', KEYS[2], ARGV[2], entry .. ' ' .. KEYS[1])
+else
+  redis.call('HSET', P .. 'tasks:waiting', ARGV[2], ARGV[1])
+  redis.call('HSET', P .. 'tasks:waiting:count', ARGV[2], unmet)
+  redis.call('HSET', P .. 'tasks:waiting:stream', ARGV[2], KEYS[1])
+end
+return 0
+"
+);
+
+/// Stores a result and its outcome, acknowledges and deletes its entry,
+/// forgets its takeover count, its index row and any cancel request,
+/// settles its dependents, evicts past the retention. KEYS: results,
+/// order, stream, takeovers, index, cancel requests. ARGV: id, result
+/// bytes, group, entry id, retention, outcome, prefix.
+const FINISH: &str = concat!(
+    settle_lua!(),
+    r"
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HDEL', KEYS[4], ARGV[1])
 redis.call('HDEL', KEYS[5], ARGV[1])
@@ -147,13 +272,12 @@ redis.call('HDEL', KEYS[6], ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[1], ARGV[1])
 redis.call('XACK', KEYS[3], ARGV[3], ARGV[4])
 redis.call('XDEL', KEYS[3], ARGV[4])
-local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[5])
-if excess > 0 then
-  local old = redis.call('ZPOPMIN', KEYS[2], excess)
-  for i = 1, #old, 2 do redis.call('HDEL', KEYS[1], old[i]) end
-end
+redis.call('HSET', P .. 'tasks:outcomes', ARGV[1], ARGV[6])
+settle(ARGV[1], ARGV[6])
+evict(tonumber(ARGV[5]))
 return 0
-";
+"
+);
 
 /// Refreshes the entries a node holds, only those the group still shows
 /// as pending on that node: an entry another node took over (this one was
@@ -230,15 +354,30 @@ redis.call('HDEL', KEYS[2], ARGV[1])
 return moved
 ";
 
-/// Cancels a task wherever it is. A result stored: `finished`. No entry
-/// indexed: `unknown`. An entry no node took yet: deleted, the Cancelled
-/// result stored (evicting past the retention): `cancelled`. An entry a
-/// node holds: the request recorded (the task id in that node's cancel set
-/// and in the requests hash): `held`. The entry's stream is read from the
-/// index row. KEYS: results, order, index, requests. ARGV: id, result
-/// bytes, group, retention, prefix of the nodes' cancel sets.
-const CANCEL: &str = r"
+/// Cancels a task wherever it is. A result stored: `finished`. Waiting
+/// for dependencies, or an entry no node took yet: removed, the Cancelled
+/// result stored, its dependents settled: `cancelled`. An entry a node
+/// holds: the request recorded (the task id in that node's cancel set and
+/// in the requests hash): `held`. Neither: `unknown`. The entry's stream
+/// is read from the index row. KEYS: results, order, index, requests.
+/// ARGV: id, result bytes, group, retention, prefix of the nodes' cancel
+/// sets, outcome, prefix.
+const CANCEL: &str = concat!(
+    settle_lua!(),
+    r"
+local function cancelled()
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('ZADD', KEYS[2], ARGV[1], ARGV[1])
+  redis.call('HSET', P .. 'tasks:outcomes', ARGV[1], ARGV[6])
+  settle(ARGV[1], ARGV[6])
+  evict(tonumber(ARGV[4]))
+  return 'cancelled'
+end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 'finished' end
+if redis.call('HEXISTS', P .. 'tasks:waiting', ARGV[1]) == 1 then
+  unwait(ARGV[1])
+  return cancelled()
+end
 local at = redis.call('HGET', KEYS[3], ARGV[1])
 if not at then return 'unknown' end
 local space = string.find(at, ' ', 1, true)
@@ -251,15 +390,9 @@ if type(pending) == 'table' and not pending.err and #pending == 1 then
 end
 redis.call('XDEL', stream, entry)
 redis.call('HDEL', KEYS[3], ARGV[1])
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[2], ARGV[1], ARGV[1])
-local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
-if excess > 0 then
-  local old = redis.call('ZPOPMIN', KEYS[2], excess)
-  for i = 1, #old, 2 do redis.call('HDEL', KEYS[1], old[i]) end
-end
-return 'cancelled'
-";
+return cancelled()
+"
+);
 
 /// How often a pump looks for cancel requests for the tasks it holds.
 const CANCEL_POLL: Duration = Duration::from_millis(10);
@@ -532,22 +665,19 @@ impl RedisQueue {
         Ok(())
     }
 
-    /// Gives each task a cluster-wide id and appends it to its priority's
-    /// stream; returns the ids in order.
+    /// Gives each task a cluster-wide id and appends it to its lane's
+    /// stream of its priority (or parks it until its dependencies
+    /// succeed); returns the ids in order.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidInput`] for a task with dependencies (not supported
-    /// across a cluster); [`Error::Codec`]; [`Error::Backend`] if Redis
+    /// [`Error::NotFound`] for a dependency the cluster does not know;
+    /// [`Error::NoAgentForTask`] for a task no live node serves;
+    /// [`Error::Codec`]; [`Error::Backend`] if Redis
     /// cannot be reached (then none of the batch is accepted, unless the
     /// reply alone was lost).
     pub(crate) fn enqueue(&self, tasks: Vec<Task>) -> Result<Vec<TaskId>> {
-        if let Some(task) = tasks.iter().find(|t| !t.dependencies().is_empty()) {
-            return Err(Error::InvalidInput(format!(
-                "task {:?} has dependencies, which an orchestrator on redis does not support yet",
-                task.kind()
-            )));
-        }
+        self.check_dependencies(&tasks)?;
         let count = tasks.len() as u64;
         if count == 0 {
             return Ok(Vec::new());
@@ -586,20 +716,76 @@ impl RedisQueue {
                     .arg(postcard::to_stdvec(lane)?)
                     .ignore();
             }
-            pipe.cmd("EVAL")
-                .arg(APPEND)
+            let mut dependencies: Vec<u64> = task.dependencies().iter().map(|d| d.get()).collect();
+            dependencies.sort_unstable();
+            dependencies.dedup();
+            let script = pipe.cmd("EVAL");
+            script
+                .arg(if dependencies.is_empty() {
+                    APPEND
+                } else {
+                    APPEND_AFTER
+                })
                 .arg(2)
                 .arg(self.stream(&name, task.priority.rank()))
                 .arg(&self.index)
                 .arg(record)
-                .arg(task.id.get())
-                .ignore();
+                .arg(task.id.get());
+            if !dependencies.is_empty() {
+                script.arg(dependencies).arg(self.pool.key(""));
+            }
+            script.ignore();
         }
         self.pool
             .run(Retry::Never, &|| format!("append {count} tasks"), |c| {
                 pipe.query::<()>(c)
             })?;
         Ok(ids)
+    }
+
+    /// Refuses the batch if a task depends on a task the cluster does not
+    /// know: no outcome stored (evicted, or never submitted), no entry, not
+    /// waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] naming the first unknown dependency;
+    /// [`Error::Backend`] if Redis cannot be reached.
+    fn check_dependencies(&self, tasks: &[Task]) -> Result<()> {
+        let mut dependencies: Vec<TaskId> = tasks
+            .iter()
+            .flat_map(|t| t.dependencies().iter().copied())
+            .collect();
+        if dependencies.is_empty() {
+            return Ok(());
+        }
+        dependencies.sort_unstable();
+        dependencies.dedup();
+        let mut pipe = ::redis::pipe();
+        for dependency in &dependencies {
+            for hash in [
+                self.pool.key("tasks:outcomes"),
+                self.index.clone(),
+                self.pool.key("tasks:waiting"),
+            ] {
+                pipe.cmd("HEXISTS").arg(hash).arg(dependency.get());
+            }
+        }
+        let known: Vec<bool> = self.pool.run(
+            Retry::Once,
+            &|| "look up the dependencies".to_owned(),
+            |c| pipe.query(c),
+        )?;
+        match dependencies
+            .iter()
+            .zip(known.chunks(3))
+            .find(|(_, found)| !found.iter().any(|f| *f))
+        {
+            Some((dependency, _)) => Err(Error::NotFound {
+                what: Missing::Task(*dependency),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Refuses the batch if a task's lane is served neither by a spec of
@@ -968,6 +1154,8 @@ impl RedisQueue {
                 .arg(GROUP)
                 .arg(&entry.id)
                 .arg(self.retention)
+                .arg(outcome(result))
+                .arg(self.pool.key(""))
                 .ignore();
         }
         self.pool.run(
@@ -1056,6 +1244,8 @@ impl RedisQueue {
                         .arg(GROUP)
                         .arg(self.retention)
                         .arg(self.pool.key("tasks:cancels:"))
+                        .arg(outcome(&cancelled))
+                        .arg(self.pool.key(""))
                         .query(c)
                 })?;
         match outcome.as_str() {
@@ -1498,6 +1688,21 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// How a finished task counts for its dependents: `ok`, or why it did not
+/// succeed, as the in-process distributor words it.
+fn outcome(result: &TaskResult) -> String {
+    let how = match result.status() {
+        TaskStatus::Succeeded => return "ok".to_owned(),
+        TaskStatus::Cancelled => "was cancelled",
+        TaskStatus::TimedOut => "timed out",
+        _ => "failed",
+    };
+    match result.error() {
+        Some(error) => format!("{how}: {error}"),
+        None => how.to_owned(),
+    }
+}
+
 /// How often a node writes its heartbeat: a twelfth of the visibility
 /// timeout.
 fn heartbeat_interval(visibility: Duration) -> Duration {
@@ -1508,4 +1713,19 @@ fn heartbeat_interval(visibility: Duration) -> Duration {
 /// quarter of the visibility timeout (three heartbeats missed).
 fn dead_after(visibility: Duration) -> Duration {
     visibility / 4
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The scripts write a dependent's failed result by hand
+    /// (`failed_record` in [`settle_lua`]): this pins the layout they
+    /// assume.
+    #[test]
+    fn a_failed_result_encodes_as_the_scripts_write_it() {
+        let result = TaskResult::failed(TaskId::new(300), TaskStatus::Failed, "why".into(), 0);
+        let bytes = postcard::to_stdvec(&ResultRecord::from(&result)).unwrap();
+        assert_eq!(bytes, [0xAC, 0x02, 0, 1, 3, b'w', b'h', b'y', 0, 0, 0, 3]);
+    }
 }
