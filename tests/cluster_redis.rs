@@ -5,7 +5,11 @@
 //! accepted task finished (its tasks taken over after the visibility
 //! timeout), and the nodes' election: one leader, a handover on shutdown,
 //! and a SIGSTOPped leader node replaced under a greater epoch, stepping
-//! down when resumed. Multi-process tests re-execute this binary as nodes.
+//! down when resumed; a node resumed after its tasks were taken over not
+//! running them again; reclaiming behind many live entries; consumer groups
+//! made again; nodes serving different roles; the elected leader putting a
+//! dead node's tasks back; cancel across nodes; dependencies across nodes.
+//! Multi-process tests re-execute this binary as nodes.
 #![cfg(feature = "redis")]
 
 mod common;
@@ -916,6 +920,65 @@ fn any_node_cancels_a_queued_task_or_one_another_node_holds_but_not_a_started_on
     assert!(!other.cancel(running).unwrap(), "a finished task");
     holder.shutdown().unwrap();
     other.shutdown().unwrap();
+}
+
+#[test]
+fn a_cancel_request_to_a_frozen_holder_is_honoured_by_the_node_that_takes_the_task_over() {
+    let server = RedisServer::start();
+    let url = server.url();
+    // The caller serves another role and waits long for an answer.
+    let caller = Orchestrator::builder()
+        .agents(Role::Validator, 1, || {
+            |_: &Task, _: &AgentContext| -> Result<Output, TaskError> { Ok(Output::empty()) }
+        })
+        .redis(url.as_str())
+        .node("caller")
+        .visibility_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    // The holder's two agents never finish: it holds all four tasks.
+    let children = Children(vec![spawn_child_working(&url, CHILD_LIFETIME)]);
+    let holder = format!("child-{}", children.0[0].id());
+    wait_until("the holder joined", || {
+        caller
+            .cluster_nodes()
+            .unwrap()
+            .iter()
+            .any(|n| n.name == holder)
+    });
+    let ids = caller.submit_batch((0..4).map(|_| job())).unwrap();
+    wait_until("the holder holds the four tasks", || {
+        pending_by_consumer(&url) == [(holder.clone(), 4)]
+    });
+    signal("STOP", children.0[0].id());
+    let cancelled = ids[3];
+    let cancelling = thread::scope(|scope| {
+        let cancelling = scope.spawn(|| caller.cancel(cancelled));
+        wait_until("the request is recorded", || {
+            redis::cmd("HEXISTS")
+                .arg("agentry:tasks:cancel-requests")
+                .arg(cancelled.get())
+                .query::<bool>(&mut raw(&url))
+                .unwrap()
+        });
+        // Only now a node that can take the tasks over.
+        let taker = node(&url, "taker", 1, Duration::ZERO);
+        let answer = cancelling.join().unwrap();
+        (answer, taker)
+    });
+    let (answer, taker) = cancelling;
+    assert!(answer.unwrap(), "the task will not run");
+    for id in &ids {
+        let result = caller.wait(*id, PATIENCE).unwrap();
+        if *id == cancelled {
+            assert_eq!(result.status(), TaskStatus::Cancelled, "{result:?}");
+        } else {
+            assert_eq!(result.output::<String>().unwrap(), "taker", "{result:?}");
+        }
+    }
+    drop(children);
+    taker.shutdown().unwrap();
+    caller.shutdown().unwrap();
 }
 
 #[test]
