@@ -549,7 +549,18 @@ impl Orchestrator {
             if !queue.holds(id) {
                 return queue.cancel(id);
             }
+            // Held here: unknown to the distributor only in the instant
+            // between the pump's claim and its hand-over; then the request
+            // goes through Redis, and the pump answers it.
+            return match self.cancel_here(id) {
+                Err(Error::NotFound { .. }) => queue.cancel(id),
+                other => other,
+            };
         }
+        self.cancel_here(id)
+    }
+
+    fn cancel_here(&self, id: TaskId) -> Result<bool> {
         let mut fx = Effects::default();
         let cancelled =
             self.shared
