@@ -1025,6 +1025,11 @@ fn a_dependent_waits_in_redis_and_fails_when_its_dependency_is_cancelled_on_anot
         submitter.result(second).is_none(),
         "waits for its dependency"
     );
+    // A waiting task is cancelled where it waits.
+    let waiting = submitter.submit(job().after(first)).unwrap();
+    assert!(submitter.cancel(waiting).unwrap());
+    let result = submitter.wait(waiting, PATIENCE).unwrap();
+    assert_eq!(result.status(), TaskStatus::Cancelled, "{result:?}");
     assert!(submitter.cancel(first).unwrap());
     let failed = submitter.wait(third, PATIENCE).unwrap();
     assert_eq!(failed.status(), TaskStatus::Failed, "{failed:?}");
