@@ -403,7 +403,8 @@ fn assignment_latency(c: &mut Criterion) {
 }
 
 /// Samples taken with a pause before each submit, long enough for an idle
-/// agent to stop polling its mailbox and park (the runner polls for 50 µs).
+/// agent to stop polling its mailbox and park (the runner polls for 50 µs
+/// at most).
 fn parked_samples(mut once: impl FnMut() -> Duration) -> Vec<Duration> {
     const SAMPLES: usize = 2_000;
     const PAUSE: Duration = Duration::from_micros(500);

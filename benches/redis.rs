@@ -13,12 +13,20 @@
 //! (`XADD` batched, `XREADGROUP` per claim of several, then per task
 //! `HEXISTS`, one `EVALSHA` storing the result, one `HGET` by the waiter),
 //! with 8 clients like the 8 agents, so the two can be compared.
+//!
+//! `redis-message-round-trip`: a message from a mailbox on one node to a
+//! mailbox on another and the reply back (two relay hops: a script that
+//! checks and `XADD`s, the receiving node's relay thread woken in `XREAD
+//! BLOCK`), beside the same exchange done bare with the `redis` crate: an
+//! echo thread in `XREAD BLOCK` on one stream answering with `XADD` on
+//! another.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::hint::black_box;
 use std::sync::Barrier;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -238,9 +246,88 @@ fn cluster_noop(c: &mut Criterion) {
     drop(server);
 }
 
+fn message_round_trip(c: &mut Criterion) {
+    let server = common::RedisServer::start();
+    let url = server.url();
+    let (a, b) = (node(&url, "a"), node(&url, "b"));
+    let (here, there) = (a.mailbox().unwrap(), b.mailbox().unwrap());
+    let raw = |url: &str| redis::Client::open(url).unwrap().get_connection().unwrap();
+    let stop = AtomicBool::new(false);
+    let mut group = c.benchmark_group("redis-message-round-trip");
+    thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(message) = there.recv_timeout(Duration::from_millis(50)) {
+                    b.broker()
+                        .send(there.id(), message.from(), &message.body::<u64>().unwrap())
+                        .unwrap();
+                }
+            }
+        });
+        s.spawn(|| {
+            let mut connection = raw(&url);
+            let mut last = "0-0".to_owned();
+            while !stop.load(Ordering::Relaxed) {
+                let read: Option<redis::streams::StreamReadReply> = redis::cmd("XREAD")
+                    .arg("BLOCK")
+                    .arg(50)
+                    .arg("STREAMS")
+                    .arg("ping")
+                    .arg(&last)
+                    .query(&mut connection)
+                    .unwrap();
+                for entry in read.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
+                    let body: Vec<u8> = entry.get("m").unwrap();
+                    redis::cmd("XADD")
+                        .arg("pong")
+                        .arg("*")
+                        .arg("m")
+                        .arg(body)
+                        .query::<()>(&mut connection)
+                        .unwrap();
+                    last = entry.id;
+                }
+            }
+        });
+        group.bench_function("agentry-cross-node", |bench| {
+            bench.iter(|| {
+                a.broker().send(here.id(), there.id(), &7u64).unwrap();
+                black_box(here.recv_timeout(Duration::from_secs(10)).unwrap());
+            })
+        });
+        let mut connection = raw(&url);
+        let mut last = "0-0".to_owned();
+        group.bench_function("raw-xadd-xread", |bench| {
+            bench.iter(|| {
+                redis::cmd("XADD")
+                    .arg("ping")
+                    .arg("*")
+                    .arg("m")
+                    .arg(&postcard::to_stdvec(&7u64).unwrap()[..])
+                    .query::<()>(&mut connection)
+                    .unwrap();
+                let read: redis::streams::StreamReadReply = redis::cmd("XREAD")
+                    .arg("BLOCK")
+                    .arg(10_000)
+                    .arg("STREAMS")
+                    .arg("pong")
+                    .arg(&last)
+                    .query(&mut connection)
+                    .unwrap();
+                let entry = read.keys.into_iter().flat_map(|k| k.ids).last().unwrap();
+                last = entry.id;
+            })
+        });
+        stop.store(true, Ordering::Relaxed);
+    });
+    group.finish();
+    drop((a, b));
+    drop(server);
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3));
-    targets = memory_ops, cluster_noop
+    targets = memory_ops, cluster_noop, message_round_trip
 }
 criterion_main!(benches);

@@ -2,7 +2,8 @@
 //! tasks through a node of its own, three node processes (four agents
 //! each) pull them, critical first, and the results come back from Redis
 //! whichever node ran them. The nodes elect a leader on Redis, which prints
-//! the cluster's status. Kill any node with `kill -9` (each prints its pid):
+//! the cluster's status, and each node greets the submitter's mailbox
+//! through the broker, across processes. Kill any node with `kill -9` (each prints its pid):
 //! its tasks are taken over by the others after the visibility timeout (2 s
 //! here), and if it led, another node leads under a greater epoch.
 //!
@@ -18,8 +19,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use agentry::{
-    AgentContext, AutoscalePolicy, ElectionConfig, Orchestrator, OrchestratorBuilder, Output,
-    Priority, RedisConfig, Role, SharedMemory, Task, TaskError,
+    AgentContext, AgentId, AutoscalePolicy, ElectionConfig, Orchestrator, OrchestratorBuilder,
+    Output, Priority, RedisConfig, Role, SharedMemory, Task, TaskError,
 };
 
 const TASKS: usize = 600;
@@ -57,7 +58,18 @@ fn run_node(redis: &RedisConfig, name: &str) -> agentry::Result<()> {
         pid = std::process::id()
     );
     let mut last_report = Instant::now() - Duration::from_secs(1);
+    let mut greeted = false;
     while !flags.contains_key("done") {
+        // A message to another process's mailbox: the broker relays it
+        // through Redis to the node its id belongs to.
+        if let (false, Some(inbox)) = (greeted, flags.get::<u64>("inbox")?) {
+            let me = AgentId::on_node(orchestrator.broker().node(), 0);
+            let hello = format!("hello from {name}");
+            orchestrator
+                .broker()
+                .send(me, AgentId::new(inbox.value), &hello)?;
+            greeted = true;
+        }
         if orchestrator.is_leader() && last_report.elapsed() >= Duration::from_secs(1) {
             last_report = Instant::now();
             let nodes: Vec<String> = orchestrator
@@ -116,6 +128,8 @@ fn main() -> agentry::Result<()> {
             .with_priority(priority)
     });
     let ids = submitter.submit_batch(tasks)?;
+    let inbox = submitter.mailbox()?;
+    SharedMemory::redis(redis.clone())?.put("inbox", &inbox.id().get())?;
     let mut by_node = BTreeMap::new();
     let mut taken_over = 0;
     for id in ids {
@@ -128,6 +142,16 @@ fn main() -> agentry::Result<()> {
     println!(
         "{TASKS} tasks finished; by node: {by_node:?}; taken over from a dead node: {taken_over}"
     );
+    // A node killed early may never have said hello: wait a while, not forever.
+    let greeted = Instant::now();
+    for _ in 0..nodes.len() {
+        let Ok(hello) =
+            inbox.recv_timeout(Duration::from_secs(10).saturating_sub(greeted.elapsed()))
+        else {
+            break;
+        };
+        println!("{} (node {})", hello.body::<String>()?, hello.from().node());
+    }
     SharedMemory::redis(redis)?.put("done", &true)?;
     for node in &mut nodes {
         node.wait()?;

@@ -9,20 +9,57 @@ use serde::{Deserialize, Serialize};
 ///
 /// Displays as `agent-7`.
 ///
+/// # On a cluster
+///
+/// An orchestrator that is a node of a cluster on Redis (feature `redis`,
+/// `OrchestratorBuilder::redis`) gets a node number from Redis (`INCR`) when
+/// it connects, and numbers its agents with it in the high bits: the top 24
+/// bits hold the node number, the low [`AgentId::NODE_SHIFT`] (40) bits count
+/// the node's agents from 1. So every id is unique across the cluster, and
+/// [`node`](AgentId::node) tells which node an agent lives on (the broker
+/// routes a message for another node's agent through Redis). Outside a
+/// cluster the node number is 0 and ids are the plain counter: 1, 2, 3, ...
+///
 /// ```
 /// use agentry::AgentId;
 /// let id = AgentId::from(7);
 /// assert_eq!(id.to_string(), "agent-7");
 /// assert_eq!(id.get(), 7);
+/// assert_eq!(id.node(), 0);
+///
+/// let remote = AgentId::on_node(3, 7);
+/// assert_eq!(remote.node(), 3);
+/// assert_eq!(remote.get(), (3 << AgentId::NODE_SHIFT) | 7);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct AgentId(u64);
 
 impl AgentId {
+    /// How many low bits of an id count the agents of one node; the node
+    /// number is above them.
+    pub const NODE_SHIFT: u32 = 40;
+
+    /// The largest node number an id can hold (24 bits).
+    pub const MAX_NODE: u32 = (1 << (64 - Self::NODE_SHIFT)) - 1;
+
     /// An id from its raw number (same as `AgentId::from(raw)`, usable in
     /// constants).
     pub const fn new(raw: u64) -> AgentId {
         AgentId(raw)
+    }
+
+    /// The id of the `local`-th agent of cluster node `node`: `node` in the
+    /// high bits, the low [`NODE_SHIFT`](AgentId::NODE_SHIFT) bits of `local`
+    /// below (higher bits of `local` and of `node` past
+    /// [`MAX_NODE`](AgentId::MAX_NODE) are dropped).
+    pub const fn on_node(node: u32, local: u64) -> AgentId {
+        let node = (node & Self::MAX_NODE) as u64;
+        AgentId((node << Self::NODE_SHIFT) | (local & ((1 << Self::NODE_SHIFT) - 1)))
+    }
+
+    /// The cluster node this agent lives on; 0 outside a cluster.
+    pub const fn node(self) -> u32 {
+        (self.0 >> Self::NODE_SHIFT) as u32
     }
 
     /// The raw number behind this id.

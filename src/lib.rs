@@ -203,9 +203,12 @@ mod orchestrator;
 pub mod parallel;
 pub mod planning;
 pub mod skills;
+mod spin;
 pub mod tabs;
 
 pub use agent::{Agent, AgentContext, AgentSpec};
+#[cfg(feature = "redis")]
+pub use broker::DEFAULT_RELAY_CAPACITY;
 pub use broker::{
     BrokerBuilder, BrokerStats, Control, DEFAULT_DEAD_LETTER_CAPACITY, DEFAULT_MAILBOX_CAPACITY,
     DeadLetter, DeadLetterReason, Delivery, Mailbox, MailboxStats, Message, MessageBroker,

@@ -27,9 +27,6 @@ const QUICK: Duration = Duration::from_micros(20);
 const MAX_UNREPORTED: usize = 32;
 /// No result waits in an agent longer than this.
 const REPORT_WITHIN: Duration = Duration::from_micros(200);
-/// How long an agent that runs out of work polls its mailbox before it
-/// blocks on it.
-const IDLE_SPIN: Duration = Duration::from_micros(50);
 /// An idle agent wakes this often to show it is alive. Hang detection looks
 /// at busy agents only, so this can be slow: a thousand idle agents then
 /// cost a thousand wake-ups a second, not ten thousand.
@@ -232,23 +229,21 @@ impl Runner {
     /// Waits for mail while idle.
     fn idle(&mut self) -> Next {
         // Waking a parked thread costs more than most tasks do: after work,
-        // stay awake a moment, so work that follows at once starts at once.
-        // An agent that has not worked yet (just spawned) does not spin: it
-        // would only take the processor from the threads still starting.
-        // Only one agent spins at a time: when a whole pool runs out of work
-        // at once, the others would only take the processors from the
-        // threads that have work (the submitter, the result readers).
+        // stay awake a moment (as long as that has lately paid off), so work
+        // that follows at once starts at once. An agent that has not worked
+        // yet (just spawned) does not spin: it would only take the processor
+        // from the threads still starting. Only one agent spins at a time:
+        // when a whole pool runs out of work at once, the others would only
+        // take the processors from the threads that have work (the
+        // submitter, the result readers); they sleep at once.
         if std::mem::take(&mut self.worked) && self.shared.try_start_spinning() {
-            let spin_until = Instant::now() + IDLE_SPIN;
-            while self.mailbox.is_empty() && Instant::now() < spin_until {
-                for _ in 0..64 {
-                    std::hint::spin_loop();
-                }
-            }
+            self.shared
+                .idle_spin()
+                .poll(None, || !self.mailbox.is_empty());
             self.shared.stop_spinning();
         }
         loop {
-            match self.mailbox.recv_timeout(IDLE_BEAT) {
+            match self.mailbox.recv_timeout_parked(IDLE_BEAT) {
                 Ok(message) => return self.handle(message),
                 Err(Error::Timeout) => {
                     self.me.beat(&self.shared);

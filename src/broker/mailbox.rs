@@ -235,6 +235,20 @@ impl Mailbox {
         }
     }
 
+    /// As [`recv_timeout`](Self::recv_timeout) without polling first: for a
+    /// caller that has polled already, or that must not hold a processor
+    /// while it waits.
+    pub(crate) fn recv_timeout_parked(&self, timeout: Duration) -> Result<Message> {
+        match self
+            .receiver
+            .recv_deadline(crate::clock::deadline_after(timeout))
+        {
+            Ok(message) => Ok(self.delivered(message)),
+            Err(RecvTimeoutError::Timeout) => Err(Error::Timeout),
+            Err(RecvTimeoutError::Disconnected) => Err(self.disconnected()),
+        }
+    }
+
     /// Polls for up to `limit` before the caller blocks: a reply that comes
     /// within microseconds (a conversation between two agents) is then taken
     /// without the thread going to sleep and paying for a wake-up, which

@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::ids::AgentId;
 
 /// What a [`Message`] is for, in the seed's vocabulary.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum MessageKind {
     /// The orchestrator hands a task to an agent.
     TaskAssignment,

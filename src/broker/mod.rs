@@ -29,10 +29,23 @@
 //! draining if it is set. The flag and the count are `SeqCst`, so at least
 //! one of the two sees the other and no message is left unread (the
 //! argument is spelled out on `MailboxShared::accepted`).
+//!
+//! # Across the nodes of a cluster
+//!
+//! The broker of an orchestrator that is a node of a cluster on Redis
+//! (feature `redis`) holds a [`Remote`]: the node's relay (`redis_relay.rs`).
+//! A message for an id that is not registered here and belongs to another
+//! node goes to that node's relay stream in Redis; the node's relay thread
+//! delivers it into the local mailbox. Broadcasts and publications are
+//! queued once for every other live node, then delivered here as on one
+//! host. Local sends are untouched: the relay is consulted only after the
+//! registry lookup found nothing.
 
 mod ledger;
 mod mailbox;
 mod message;
+#[cfg(feature = "redis")]
+pub(crate) mod redis_relay;
 mod stats;
 
 use std::collections::HashMap;
@@ -51,6 +64,8 @@ use ledger::Ledger;
 pub use mailbox::Mailbox;
 use mailbox::MailboxShared;
 pub use message::{Control, Message, MessageKind};
+#[cfg(feature = "redis")]
+pub use redis_relay::DEFAULT_RELAY_CAPACITY;
 pub use stats::{BrokerStats, DeadLetter, DeadLetterReason, Delivery, MailboxStats};
 
 /// Default depth of every mailbox, as in the seed.
@@ -100,6 +115,31 @@ struct Inner {
     shards: Box<[CachePadded<Shard>]>,
     topics: RwLock<HashMap<String, Arc<[AgentId]>>>,
     ledger: Arc<Ledger>,
+    /// On a cluster node: where messages for the other nodes go.
+    remote: Option<Arc<dyn Remote>>,
+}
+
+/// Where a broker sends what is for agents of other nodes (the relay of a
+/// cluster on Redis). Implementations deliver on the receiving node with
+/// the broker's `*_here` methods, which never relay again.
+pub(crate) trait Remote: Send + Sync + std::fmt::Debug {
+    /// This node's number ([`AgentId::node`] of its agents).
+    fn node(&self) -> u32;
+
+    /// Queues `message` for `to`, an agent of another node.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when `to`'s node is not live;
+    /// [`Error::Full`] when its relay stream is at its bound (`capacity` is
+    /// the bound); [`Error::Backend`] when Redis cannot be reached.
+    fn send(&self, to: AgentId, message: &Message) -> Result<()>;
+
+    /// Queues a fan-out (broadcast, to `role` if given, or publication) for
+    /// every other live node; returns how many got it and which were full.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] when Redis cannot be reached.
+    fn fan_out(&self, message: &Message, role: Option<&Role>) -> Result<(usize, Vec<u32>)>;
 }
 
 /// One part of the registry: the mailboxes whose id falls in it.
@@ -126,6 +166,7 @@ struct Slot {
 pub struct BrokerBuilder {
     mailbox_capacity: usize,
     dead_letter_capacity: usize,
+    remote: Option<Arc<dyn Remote>>,
 }
 
 impl Default for BrokerBuilder {
@@ -133,6 +174,7 @@ impl Default for BrokerBuilder {
         BrokerBuilder {
             mailbox_capacity: DEFAULT_MAILBOX_CAPACITY,
             dead_letter_capacity: DEFAULT_DEAD_LETTER_CAPACITY,
+            remote: None,
         }
     }
 }
@@ -152,6 +194,14 @@ impl BrokerBuilder {
         self
     }
 
+    /// Makes the broker one node's of a cluster: messages for other nodes'
+    /// agents go to `remote`.
+    #[cfg(feature = "redis")]
+    pub(crate) fn remote(mut self, remote: Arc<dyn Remote>) -> Self {
+        self.remote = Some(remote);
+        self
+    }
+
     /// Builds the broker.
     ///
     /// # Errors
@@ -165,6 +215,7 @@ impl BrokerBuilder {
         Ok(MessageBroker::with_settings(
             self.mailbox_capacity,
             self.dead_letter_capacity,
+            self.remote,
         ))
     }
 }
@@ -174,10 +225,14 @@ impl MessageBroker {
     /// capacity of 0 is raised to 1: a mailbox must hold a message to be of
     /// use). See [`MessageBroker::builder`] for the other settings.
     pub fn new(mailbox_capacity: usize) -> MessageBroker {
-        MessageBroker::with_settings(mailbox_capacity.max(1), DEFAULT_DEAD_LETTER_CAPACITY)
+        MessageBroker::with_settings(mailbox_capacity.max(1), DEFAULT_DEAD_LETTER_CAPACITY, None)
     }
 
-    fn with_settings(mailbox_capacity: usize, dead_letter_capacity: usize) -> MessageBroker {
+    fn with_settings(
+        mailbox_capacity: usize,
+        dead_letter_capacity: usize,
+        remote: Option<Arc<dyn Remote>>,
+    ) -> MessageBroker {
         MessageBroker {
             inner: Arc::new(Inner {
                 capacity: mailbox_capacity,
@@ -186,6 +241,7 @@ impl MessageBroker {
                     .collect(),
                 topics: RwLock::new(HashMap::new()),
                 ledger: Arc::new(Ledger::new(dead_letter_capacity)),
+                remote,
             }),
         }
     }
@@ -198,6 +254,13 @@ impl MessageBroker {
     /// The capacity of every mailbox.
     pub fn mailbox_capacity(&self) -> usize {
         self.inner.capacity
+    }
+
+    /// The number of the cluster node this broker serves (see
+    /// [`AgentId::node`]): set on an orchestrator that is a node of a
+    /// cluster on Redis, 0 elsewhere.
+    pub fn node(&self) -> u32 {
+        self.inner.remote.as_ref().map_or(0, |remote| remote.node())
     }
 
     fn shard(&self, id: AgentId) -> &Shard {
@@ -290,12 +353,26 @@ impl MessageBroker {
     ///
     /// `from` is a label for the recipient; it need not be registered.
     ///
+    /// On a cluster node (feature `redis`), a `to` of another live node
+    /// ([`AgentId::node`]) is queued in that node's relay stream in Redis
+    /// (one round trip) and delivered by its relay thread. That node's
+    /// mailbox cannot answer at once: if it is full (or `to` is not
+    /// registered there), the receiving node keeps the message as a
+    /// [`DeadLetter`] (reason [`DeadLetterReason::Full`] or
+    /// [`DeadLetterReason::UnknownRecipient`]) and counts it in its
+    /// [`BrokerStats::dead_lettered`]. So `Full` is an error for a local
+    /// send and a dead letter on the receiver for a remote one.
+    ///
     /// # Errors
-    /// * [`Error::Full`] when `to`'s mailbox is full: nothing was queued.
-    /// * [`Error::NotFound`] when `to` is not registered, and
-    ///   [`Error::Disconnected`] when its agent stopped; the message is kept
-    ///   as a [`DeadLetter`].
+    /// * [`Error::Full`] when `to`'s mailbox is full: nothing was queued. On
+    ///   a cluster node, also when `to`'s node has its relay stream at its
+    ///   bound (`capacity` is then that bound).
+    /// * [`Error::NotFound`] when `to` is not registered (on a cluster node:
+    ///   here, nor on a live node), and [`Error::Disconnected`] when its
+    ///   agent stopped; the message is kept as a [`DeadLetter`].
     /// * [`Error::Codec`] when `body` cannot be encoded.
+    /// * On a cluster node, [`Error::Backend`] when Redis cannot be reached
+    ///   for a remote `to` (the message may or may not have been queued).
     pub fn send<T: Serialize + ?Sized>(&self, from: AgentId, to: AgentId, body: &T) -> Result<()> {
         let message = Message::encode(from, MessageKind::Direct, body)?;
         self.deliver(to, message)
@@ -316,10 +393,51 @@ impl MessageBroker {
         let shard = self.shard(to).read();
         let Some(slot) = shard.get(&to) else {
             drop(shard);
-            self.dead_letter(to, DeadLetterReason::UnknownRecipient, message);
-            return Err(Error::unknown_agent(to));
+            return self.deliver_elsewhere(to, message, None);
         };
         self.send_to(to, slot, message, None)
+    }
+
+    /// For an id not registered here: relays it to its node on a cluster
+    /// (retrying a full relay stream until `deadline`, if given), else keeps
+    /// it as a dead letter and reports the id unknown.
+    #[cold]
+    fn deliver_elsewhere(
+        &self,
+        to: AgentId,
+        message: Message,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<()> {
+        let remote = self
+            .inner
+            .remote
+            .as_ref()
+            .filter(|remote| to.node() != 0 && to.node() != remote.node());
+        if let Some(remote) = remote {
+            loop {
+                match remote.send(to, &message) {
+                    Err(Error::Full { .. })
+                        if deadline.is_some_and(|d| std::time::Instant::now() < d) =>
+                    {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(Error::NotFound { .. }) => break,
+                    relayed => return relayed,
+                }
+            }
+        }
+        self.dead_letter(to, DeadLetterReason::UnknownRecipient, message);
+        Err(Error::unknown_agent(to))
+    }
+
+    /// Delivers a message relayed from another node to `to`, registered
+    /// here, without relaying again: what cannot be queued is a dead letter.
+    #[cfg(feature = "redis")]
+    pub(crate) fn deliver_here(&self, to: AgentId, message: Message) {
+        match self.slot(to) {
+            Some(slot) => self.offer(to, &slot, message, &mut Delivery::default()),
+            None => self.dead_letter(to, DeadLetterReason::UnknownRecipient, message),
+        }
     }
 
     /// Queues `message` in `slot`'s mailbox: at once, or waiting at most
@@ -369,7 +487,9 @@ impl MessageBroker {
     }
 
     /// Sends `body` from `from` to `to`, waiting at most `timeout` for room
-    /// in a full mailbox.
+    /// in a full mailbox. On a cluster node, for an agent of another node,
+    /// it waits for room in that node's relay stream instead (see
+    /// [`send`](MessageBroker::send)).
     ///
     /// # Errors
     /// * [`Error::Full`] when the mailbox stayed full for `timeout`: nothing
@@ -384,8 +504,8 @@ impl MessageBroker {
     ) -> Result<()> {
         let message = Message::encode(from, MessageKind::Direct, body)?;
         let Some(slot) = self.slot(to) else {
-            self.dead_letter(to, DeadLetterReason::UnknownRecipient, message);
-            return Err(Error::unknown_agent(to));
+            let deadline = crate::clock::deadline_after(timeout);
+            return self.deliver_elsewhere(to, message, Some(deadline));
         };
         // The registry lock is not held while waiting, so `unregister` and
         // other senders are never held up by a slow recipient.
@@ -395,17 +515,28 @@ impl MessageBroker {
     /// Sends `body` to every registered agent except `from`, without
     /// blocking.
     ///
+    /// On a cluster node (feature `redis`), the message is first queued once
+    /// in the relay stream of every other live node (one round trip for
+    /// all), whose relay threads deliver it to all their agents; then it is
+    /// delivered here. The [`Delivery`] counts this node's recipients and
+    /// the nodes relayed to ([`Delivery::relayed`]); see [`Delivery`].
+    ///
     /// # Errors
     /// [`Error::Codec`] when `body` cannot be encoded. Full or closed
     /// recipients are not errors: they are listed in the [`Delivery`] and
-    /// their copies kept as dead letters.
+    /// their copies kept as dead letters. On a cluster node,
+    /// [`Error::Backend`] when Redis cannot be reached: then nothing was
+    /// delivered here (the other nodes may or may not have got it).
     pub fn broadcast<T: Serialize + ?Sized>(&self, from: AgentId, body: &T) -> Result<Delivery> {
-        self.fan_out(from, body, |id, _| id != from)
+        self.fan_out(from, None, body)
     }
 
     /// Sends `body` to every registered agent of `role` except `from`,
     /// without blocking. Only agents registered with
-    /// [`register_with_role`](MessageBroker::register_with_role) have a role.
+    /// [`register_with_role`](MessageBroker::register_with_role) have a role
+    /// (an orchestrator registers each agent with its role). On a cluster
+    /// node, the agents of `role` on every live node, as
+    /// [`broadcast`](MessageBroker::broadcast) does.
     ///
     /// # Errors
     /// As [`MessageBroker::broadcast`].
@@ -415,31 +546,66 @@ impl MessageBroker {
         role: &Role,
         body: &T,
     ) -> Result<Delivery> {
-        self.fan_out(from, body, |id, slot| {
-            id != from && slot.role.as_ref() == Some(role)
-        })
+        self.fan_out(from, Some(role), body)
     }
 
     fn fan_out<T: Serialize + ?Sized>(
         &self,
         from: AgentId,
+        role: Option<&Role>,
         body: &T,
-        selected: impl Fn(AgentId, &Slot) -> bool,
     ) -> Result<Delivery> {
         let body: Arc<[u8]> = postcard::to_allocvec(body)?.into();
-        let mut delivery = Delivery::default();
+        let mut delivery = self.relay(role, || {
+            Message::shared(from, MessageKind::Broadcast, None, Arc::clone(&body))
+        })?;
+        self.fan_out_here(from, role, body, &mut delivery);
+        Ok(delivery)
+    }
+
+    /// Delivers a broadcast (to `role`'s agents, if given) to the agents
+    /// registered here, without relaying it.
+    pub(crate) fn fan_out_here(
+        &self,
+        from: AgentId,
+        role: Option<&Role>,
+        body: Arc<[u8]>,
+        delivery: &mut Delivery,
+    ) {
         for shard in self.inner.shards.iter() {
             let recipients: Vec<(AgentId, Arc<Slot>)> = shard
                 .read()
                 .iter()
-                .filter(|(id, slot)| selected(**id, slot))
+                .filter(|(id, slot)| {
+                    **id != from && role.is_none_or(|role| slot.role.as_ref() == Some(role))
+                })
                 .map(|(id, slot)| (*id, Arc::clone(slot)))
                 .collect();
             for (id, slot) in recipients {
                 let message =
                     Message::shared(from, MessageKind::Broadcast, None, Arc::clone(&body));
-                self.offer(id, &slot, message, &mut delivery);
+                self.offer(id, &slot, message, delivery);
             }
+        }
+    }
+
+    /// On a cluster node, queues a fan-out for every other live node and
+    /// starts its [`Delivery`] with the outcome; a node whose relay stream
+    /// is full gets a dead letter. Elsewhere, an empty `Delivery`.
+    fn relay(&self, role: Option<&Role>, message: impl FnOnce() -> Message) -> Result<Delivery> {
+        let mut delivery = Delivery::default();
+        if let Some(remote) = &self.inner.remote {
+            let message = message();
+            let (relayed, full) = remote.fan_out(&message, role)?;
+            for &node in &full {
+                self.dead_letter(
+                    AgentId::on_node(node, 0),
+                    DeadLetterReason::RelayFull,
+                    message.clone(),
+                );
+            }
+            delivery.relayed = relayed;
+            delivery.relay_full = full;
         }
         Ok(delivery)
     }
@@ -539,11 +705,18 @@ impl MessageBroker {
     /// included, if subscribed), without blocking. A topic nobody is
     /// subscribed to reaches nobody; that is not an error.
     ///
+    /// On a cluster node (feature `redis`), subscriptions stay with the node
+    /// of the subscriber: the publication is queued once in the relay stream
+    /// of every other live node, whose relay thread delivers it to its own
+    /// subscribers (if any), then delivered to the subscribers here. The
+    /// [`Delivery`] counts this node's subscribers and the nodes relayed to.
+    ///
     /// # Errors
     /// [`Error::Codec`] when `body` cannot be encoded;
     /// [`Error::InvalidInput`] when `topic` is empty. Full or closed
     /// subscribers are listed in the [`Delivery`] and their copies kept as
-    /// dead letters.
+    /// dead letters. On a cluster node, [`Error::Backend`] when Redis cannot
+    /// be reached: then nothing was delivered here.
     pub fn publish<T: Serialize + ?Sized>(
         &self,
         from: AgentId,
@@ -553,13 +726,51 @@ impl MessageBroker {
         if topic.is_empty() {
             return Err(Error::InvalidInput("topic name is empty".into()));
         }
-        let Some(subscribers) = self.inner.topics.read().get(topic).cloned() else {
+        let subscribers = self.inner.topics.read().get(topic).cloned();
+        if subscribers.is_none() && self.inner.remote.is_none() {
             return Ok(Delivery::default());
-        };
+        }
         let body: Arc<[u8]> = postcard::to_allocvec(body)?.into();
         let topic: Arc<str> = Arc::from(topic);
-        let mut delivery = Delivery::default();
-        for &id in subscribers.iter() {
+        let mut delivery = self.relay(None, || {
+            Message::shared(
+                from,
+                MessageKind::Publication,
+                Some(Arc::clone(&topic)),
+                Arc::clone(&body),
+            )
+        })?;
+        if let Some(subscribers) = subscribers {
+            self.publish_to(&subscribers, from, topic, body, &mut delivery);
+        }
+        Ok(delivery)
+    }
+
+    /// Delivers a publication relayed from another node to the subscribers
+    /// registered here, without relaying it again.
+    #[cfg(feature = "redis")]
+    pub(crate) fn publish_here(
+        &self,
+        from: AgentId,
+        topic: Arc<str>,
+        body: Arc<[u8]>,
+        delivery: &mut Delivery,
+    ) {
+        let subscribers = self.inner.topics.read().get(&*topic).cloned();
+        if let Some(subscribers) = subscribers {
+            self.publish_to(&subscribers, from, topic, body, delivery);
+        }
+    }
+
+    fn publish_to(
+        &self,
+        subscribers: &[AgentId],
+        from: AgentId,
+        topic: Arc<str>,
+        body: Arc<[u8]>,
+        delivery: &mut Delivery,
+    ) {
+        for &id in subscribers {
             let shard = self.shard(id).read();
             // An agent unregistered since the list was read is no longer a
             // subscriber: skipping it is not a loss.
@@ -570,10 +781,9 @@ impl MessageBroker {
                     Some(Arc::clone(&topic)),
                     Arc::clone(&body),
                 );
-                self.offer(id, slot, message, &mut delivery);
+                self.offer(id, slot, message, delivery);
             }
         }
-        Ok(delivery)
     }
 
     /// Messages waiting in `id`'s mailbox, or `None` when `id` is not

@@ -22,8 +22,9 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use super::slab::IdSlab;
 use super::task::{TaskResult, TaskStatus};
 use crate::ids::TaskId;
+use crate::spin::AdaptiveSpin;
 
-/// How long [`Results::wait`] polls before it sleeps.
+/// How long [`Results::wait`] polls at most before it sleeps.
 const WAIT_SPIN: Duration = Duration::from_micros(50);
 
 /// Readers (`get`) share the store; the few writers (one publish per batch
@@ -43,6 +44,8 @@ pub(crate) struct Results {
     ready: Condvar,
     /// A publish stored a result some sleeping waiter waits for.
     wake_due: AtomicBool,
+    /// How long a waiter polls before it sleeps.
+    spin: AdaptiveSpin,
 }
 
 struct Store {
@@ -70,6 +73,7 @@ impl Results {
             waited: Mutex::new(Vec::new()),
             ready: Condvar::new(),
             wake_due: AtomicBool::new(false),
+            spin: AdaptiveSpin::new(WAIT_SPIN),
         }
     }
 
@@ -147,22 +151,18 @@ impl Results {
     pub(crate) fn wait(&self, id: TaskId, deadline: Instant) -> Waited {
         // Most tasks are short: poll a moment before paying for a sleep and
         // a wake-up.
-        let spin_until = deadline.min(Instant::now() + WAIT_SPIN);
         let mut seen = self.publishes.load(Ordering::Acquire);
-        if let Some(result) = self.get(id) {
-            return Waited::Finished(result);
-        }
-        while Instant::now() < spin_until {
-            for _ in 0..64 {
-                std::hint::spin_loop();
-            }
+        let mut found = self.get(id);
+        self.spin.poll(Some(deadline), || {
             let now = self.publishes.load(Ordering::Acquire);
-            if now != seen {
+            if found.is_none() && now != seen {
                 seen = now;
-                if let Some(result) = self.get(id) {
-                    return Waited::Finished(result);
-                }
+                found = self.get(id);
             }
+            found.is_some()
+        });
+        if let Some(result) = found {
+            return Waited::Finished(result);
         }
         let mut waited = self.waited.lock();
         waited.push(id);

@@ -54,6 +54,8 @@ pub struct OrchestratorBuilder {
     pub(crate) node: Option<String>,
     #[cfg(feature = "redis")]
     pub(crate) visibility_timeout: Duration,
+    #[cfg(feature = "redis")]
+    pub(crate) relay_capacity: usize,
 }
 
 impl Default for OrchestratorBuilder {
@@ -79,6 +81,8 @@ impl Default for OrchestratorBuilder {
             node: None,
             #[cfg(feature = "redis")]
             visibility_timeout: super::redis_queue::DEFAULT_VISIBILITY_TIMEOUT,
+            #[cfg(feature = "redis")]
+            relay_capacity: crate::broker::redis_relay::DEFAULT_RELAY_CAPACITY,
         }
     }
 }
@@ -201,11 +205,17 @@ impl OrchestratorBuilder {
     /// spec of its own serves, and `submit` on any node accepts a task some
     /// live node serves.
     ///
-    /// Not yet supported on Redis: messages between nodes (the broker stays
-    /// local), and a state directory. The nodes need no leader to share the queue (any
-    /// node takes over a dead node's tasks after the visibility timeout);
-    /// with [`election`](Self::election) the leader also puts a dead node's
-    /// tasks back sooner. Default: none.
+    /// The node takes a node number from Redis, which its agent ids carry
+    /// ([`AgentId::node`](crate::AgentId::node)), and its broker reaches the
+    /// other nodes' agents: a direct message, a broadcast or a publication
+    /// goes through each node's relay stream in Redis (bounded by
+    /// [`relay_capacity`](Self::relay_capacity)), as
+    /// [`MessageBroker::send`](crate::MessageBroker::send) describes.
+    ///
+    /// Not yet supported on Redis: a state directory. The nodes need no
+    /// leader to share the queue (any node takes over a dead node's tasks
+    /// after the visibility timeout); with [`election`](Self::election) the
+    /// leader also puts a dead node's tasks back sooner. Default: none.
     #[cfg(feature = "redis")]
     pub fn redis(mut self, redis: impl Into<crate::RedisConfig>) -> Self {
         self.redis = Some(redis.into());
@@ -233,6 +243,20 @@ impl OrchestratorBuilder {
     #[cfg(feature = "redis")]
     pub fn visibility_timeout(mut self, timeout: Duration) -> Self {
         self.visibility_timeout = timeout;
+        self
+    }
+
+    /// How many messages from other nodes a [Redis cluster](Self::redis)
+    /// node's relay stream holds before it has delivered them into its
+    /// mailboxes (default 10,000, must be at least 1): past it, a `send`
+    /// from another node to one of this node's agents fails at once with
+    /// [`Error::Full`](crate::Error::Full), and a broadcast or publication
+    /// lists this node in [`Delivery::relay_full`](crate::Delivery::relay_full).
+    /// Each mailbox stays bounded by [`mailbox_capacity`](Self::mailbox_capacity)
+    /// too. See `docs/SCALING.md`, "Messages between nodes".
+    #[cfg(feature = "redis")]
+    pub fn relay_capacity(mut self, messages: usize) -> Self {
+        self.relay_capacity = messages;
         self
     }
 
@@ -378,6 +402,9 @@ impl OrchestratorBuilder {
             }
             if self.node.as_deref() == Some("") {
                 return invalid("the node name must not be empty".into());
+            }
+            if self.relay_capacity == 0 {
+                return invalid("the relay capacity must be at least 1".into());
             }
         } else if self.node.is_some() {
             return invalid("`node` needs `redis`".into());

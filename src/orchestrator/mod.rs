@@ -24,7 +24,9 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
 use crate::agent::AgentShared;
-use crate::broker::{Message, MessageBroker};
+#[cfg(feature = "redis")]
+use crate::broker::redis_relay::{self, RedisRelay};
+use crate::broker::{Mailbox, Message, MessageBroker};
 use crate::coordination::{Request, Supervisor, spawn_agent};
 use crate::distributor::{
     Distributor, Effects, Results, Scaling, SpecPool, Task, TaskResult, Waited,
@@ -34,6 +36,7 @@ use crate::error::{Error, Missing, Result};
 use crate::ids::{AgentId, AgentState, Role, TaskId};
 use crate::memory::SharedMemory;
 use crate::parallel::ParallelPool;
+use crate::spin::AdaptiveSpin;
 use crate::tabs::TabPool;
 
 pub(crate) use builder::Factory;
@@ -53,10 +56,14 @@ pub use status::NodeStatus;
 pub use status::{AgentStatus, PoolStatus, QueueDepths, StatusReport, TaskTotals};
 
 /// The sender id of messages from the orchestrator itself; agents are
-/// numbered from 1.
+/// numbered from 1 (on a cluster node, from
+/// [`AgentId::on_node(node, 1)`](AgentId::on_node)).
 pub const ORCHESTRATOR_ID: AgentId = AgentId::new(0);
 
 const EVENT_CAPACITY: usize = 4_096;
+/// How long an agent that runs out of work polls its mailbox, at most,
+/// before it blocks on it.
+const IDLE_SPIN: Duration = Duration::from_micros(50);
 
 /// What the orchestrator, its agents and its monitor share.
 pub(crate) struct Shared {
@@ -77,6 +84,8 @@ pub(crate) struct Shared {
     hung_threads: AtomicUsize,
     /// Whether an idle agent is polling its mailbox (see the runner).
     spinning: AtomicBool,
+    /// How long that agent polls.
+    idle_spin: AdaptiveSpin,
     started: Instant,
     /// With a state directory: its durable task store.
     state: Option<StateDir>,
@@ -184,6 +193,10 @@ impl Shared {
         self.spinning.store(false, Ordering::Release);
     }
 
+    pub(crate) fn idle_spin(&self) -> &AdaptiveSpin {
+        &self.idle_spin
+    }
+
     pub(crate) fn set_hung_threads(&self, n: usize) {
         self.hung_threads.store(n, Ordering::Relaxed);
     }
@@ -250,6 +263,10 @@ pub struct Orchestrator {
     /// As a Redis cluster node: the thread pulling tasks, and its stop flag.
     #[cfg(feature = "redis")]
     pump: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
+    /// As a Redis cluster node: the thread relaying messages from the
+    /// other nodes, and its stop flag.
+    #[cfg(feature = "redis")]
+    relay: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
     shutdown_timeout: Duration,
     shut_down: bool,
 }
@@ -261,9 +278,25 @@ impl Orchestrator {
     }
 
     fn start(config: OrchestratorBuilder) -> Result<Orchestrator> {
-        let broker = MessageBroker::builder()
-            .mailbox_capacity(config.mailbox_capacity)
-            .build()?;
+        let broker = MessageBroker::builder().mailbox_capacity(config.mailbox_capacity);
+        // A cluster node numbers its agents with its node number and relays
+        // messages for the other nodes' agents.
+        #[cfg(feature = "redis")]
+        let relay = match &config.redis {
+            Some(redis) => Some(Arc::new(RedisRelay::connect(
+                redis.clone(),
+                config.visibility_timeout,
+                config.relay_capacity,
+            )?)),
+            None => None,
+        };
+        #[cfg(feature = "redis")]
+        let broker = match &relay {
+            Some(relay) => broker.remote(Arc::clone(relay) as Arc<dyn crate::broker::Remote>),
+            None => broker,
+        };
+        let broker = broker.build()?;
+        let first_agent = AgentId::on_node(broker.node(), 1);
         let (events_tx, events_rx) = crossbeam_channel::bounded(EVENT_CAPACITY);
         let (supervisor_tx, supervisor_inbox) = crossbeam_channel::unbounded();
         let pools = config
@@ -343,10 +376,11 @@ impl Orchestrator {
             events: events_tx,
             events_dropped: AtomicU64::new(0),
             supervisor: supervisor_tx,
-            next_agent: AtomicU64::new(1),
+            next_agent: AtomicU64::new(first_agent.get()),
             names: Mutex::new(HashMap::new()),
             hung_threads: AtomicUsize::new(0),
             spinning: AtomicBool::new(false),
+            idle_spin: AdaptiveSpin::new(IDLE_SPIN),
             started: Instant::now(),
             state,
             election,
@@ -364,6 +398,8 @@ impl Orchestrator {
             leadership: None,
             #[cfg(feature = "redis")]
             pump: None,
+            #[cfg(feature = "redis")]
+            relay: None,
             shutdown_timeout: config.shutdown_timeout,
             shut_down: false,
         };
@@ -425,6 +461,14 @@ impl Orchestrator {
                     agents,
                     Arc::clone(&stop),
                 )?,
+                stop,
+            ));
+        }
+        #[cfg(feature = "redis")]
+        if let Some(relay) = relay {
+            let stop = Arc::new(AtomicBool::new(false));
+            orchestrator.relay = Some((
+                redis_relay::spawn_relay(relay, shared.broker.clone(), Arc::clone(&stop))?,
                 stop,
             ));
         }
@@ -658,9 +702,23 @@ impl Orchestrator {
     }
 
     /// The message broker; every agent has a mailbox in it, registered with
-    /// its role.
+    /// its role. On a Redis cluster node it also reaches the agents of the
+    /// other nodes (see [`MessageBroker::send`]).
     pub fn broker(&self) -> &MessageBroker {
         &self.shared.broker
+    }
+
+    /// A mailbox of the application's own, under a fresh agent id (unique
+    /// across the cluster on a Redis cluster node), so that code outside the
+    /// agents can talk with them: send with [`Mailbox::id`] as `from`, and
+    /// the agents' replies to that id arrive here, from any node. It stays
+    /// registered until [`MessageBroker::unregister`] removes it.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyRegistered`] if the fresh id was registered by hand
+    /// meanwhile.
+    pub fn mailbox(&self) -> Result<Mailbox> {
+        self.shared.broker.register(self.shared.next_agent_id())
     }
 
     /// Events about agents and tasks, as they happen.
@@ -747,6 +805,13 @@ impl Orchestrator {
         if let Some((pump, stop)) = self.pump.take() {
             stop.store(true, Ordering::Release);
             let _ = pump.join();
+        }
+        // It leaves the relay and delivers what other nodes sent before the
+        // agents stop reading.
+        #[cfg(feature = "redis")]
+        if let Some((relay, stop)) = self.relay.take() {
+            stop.store(true, Ordering::Release);
+            let _ = relay.join();
         }
         let mut fx = Effects::default();
         self.shared.distributor.lock().close(&mut fx);
