@@ -65,7 +65,8 @@
 //!   started runs to its end and its result is stored too: at least once.
 //! * **Heartbeats and the leader.** Every node writes its heartbeat every
 //!   twelfth of its visibility timeout, with a script that reads the
-//!   server's clock (`TIME`), so hosts' clocks need not agree. Without an
+//!   server's clock (`TIME`), so hosts' clocks need not agree, and its
+//!   specs and their lanes with it. Without an
 //!   election, that is all: dead nodes' tasks come back through
 //!   `XAUTOCLAIM`. With an election on Redis, the leader's pump, at each of
 //!   its heartbeats, declares dead every other node whose heartbeat is a
@@ -1167,7 +1168,7 @@ impl RedisQueue {
 
     /// Resets the idle time of every entry in hand that is still this
     /// node's, so no other node takes them over while this one works on
-    /// them, and registers the node's specs again. Returns the tasks whose entries
+    /// them. Returns the tasks whose entries
     /// another node took over (or that were acknowledged meanwhile), marked
     /// lost: the caller cancels them here unless they started.
     fn refresh(&self) -> Result<Vec<TaskId>> {
@@ -1179,6 +1180,9 @@ impl RedisQueue {
                 .push(entry.id.clone());
         }
         let by_stream: Vec<(String, Vec<String>)> = by_stream.into_iter().collect();
+        if by_stream.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = ::redis::pipe();
         for (stream, ids) in &by_stream {
             pipe.cmd("EVAL")
@@ -1189,7 +1193,6 @@ impl RedisQueue {
                 .arg(&self.node)
                 .arg(&ids[..]);
         }
-        self.register_into(&mut pipe)?;
         // Read-only when nothing changed hands, and harmless to repeat.
         let lost: Vec<Vec<String>> = self.pool.run(
             Retry::Once,
@@ -1328,16 +1331,22 @@ impl RedisQueue {
     }
 
     /// Writes this node's heartbeat.
+    /// Its specs and lanes go with it: written again after a leader
+    /// declared this node dead (it was only frozen) or the database was
+    /// flushed.
     fn heartbeat(&self, agents: usize) -> Result<()> {
+        let mut pipe = ::redis::pipe();
+        pipe.cmd("EVAL")
+            .arg(HEARTBEAT)
+            .arg(1)
+            .arg(&self.nodes)
+            .arg(&self.node)
+            .arg(agents)
+            .ignore();
+        self.register_into(&mut pipe)?;
         self.pool
             .run(Retry::Once, &|| "write the heartbeat".to_owned(), |c| {
-                ::redis::cmd("EVAL")
-                    .arg(HEARTBEAT)
-                    .arg(1)
-                    .arg(&self.nodes)
-                    .arg(&self.node)
-                    .arg(agents)
-                    .query(c)
+                pipe.query::<()>(c)
             })
     }
 
@@ -1586,6 +1595,10 @@ pub(crate) fn spawn_pump(
                             tracing::warn!(%error, "refreshing the tasks in hand failed");
                             queue.recover(&error);
                         }
+                    }
+                    // A busy pump is never idle: it looks for new lanes here.
+                    if let Err(error) = queue.discover(false) {
+                        tracing::warn!(%error, "listing the task lanes failed");
                     }
                 }
                 let room = target.saturating_sub(queue.in_hand.lock().len());
