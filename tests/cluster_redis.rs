@@ -5,7 +5,11 @@
 //! accepted task finished (its tasks taken over after the visibility
 //! timeout), and the nodes' election: one leader, a handover on shutdown,
 //! and a SIGSTOPped leader node replaced under a greater epoch, stepping
-//! down when resumed. Multi-process tests re-execute this binary as nodes.
+//! down when resumed; a node resumed after its tasks were taken over not
+//! running them again; reclaiming behind many live entries; consumer groups
+//! made again; nodes serving different roles; the elected leader putting a
+//! dead node's tasks back; cancel across nodes; dependencies across nodes.
+//! Multi-process tests re-execute this binary as nodes.
 #![cfg(feature = "redis")]
 
 mod common;
@@ -251,7 +255,7 @@ fn bad_cluster_configurations_are_refused() {
     let dependent = job().after(agentry::TaskId::new(1));
     assert!(matches!(
         orchestrator.submit(dependent),
-        Err(Error::InvalidInput(_))
+        Err(Error::NotFound { .. })
     ));
     orchestrator.shutdown().unwrap();
 }
@@ -408,25 +412,665 @@ fn a_frozen_leader_node_is_replaced_under_a_greater_epoch_and_steps_down() {
     }
 }
 
-/// The child's body: a node with two agents, until killed.
+/// The child's body: a node with two agents, until killed. Each task takes
+/// `CHILD_WORK` milliseconds (20 unless set).
 #[test]
 fn child_node() {
     let Ok(url) = env::var(CHILD) else {
         return;
     };
+    let work = env::var(CHILD_WORK).map_or(20, |ms| ms.parse().unwrap());
     let name = format!("child-{}", std::process::id());
-    let orchestrator = node(&url, &name, 2, Duration::from_millis(20));
+    let orchestrator = match env::var(CHILD_SPEC) {
+        Err(_) => node(&url, &name, 2, Duration::from_millis(work)),
+        // `role` or `role+capability`: a node of that one spec.
+        Ok(spec) => {
+            let mut parts = spec.split('+');
+            let role = Role::Custom(parts.next().unwrap().to_owned());
+            let spec = parts.fold(
+                agentry::AgentSpec::new(role).count(2),
+                |spec, capability| spec.capability(capability),
+            );
+            let answer = name.clone();
+            Orchestrator::builder()
+                .agents_with(spec, move || {
+                    let answer = answer.clone();
+                    move |_: &Task, _: &AgentContext| -> Result<Output, TaskError> {
+                        Ok(Output::encode(&answer)?)
+                    }
+                })
+                .autoscale(AutoscalePolicy::disabled())
+                .redis(url.as_str())
+                .node(name.as_str())
+                .visibility_timeout(VISIBILITY)
+                .build()
+                .unwrap()
+        }
+    };
     thread::sleep(CHILD_LIFETIME);
     drop(orchestrator);
 }
 
-fn spawn_child(url: &str) -> Child {
+/// Set in a child: the one spec its node serves (`role` or
+/// `role+capability`), instead of two researchers.
+const CHILD_SPEC: &str = "AGENTRY_REDIS_CHILD_SPEC";
+
+fn spawn_child_serving(url: &str, spec: &str) -> Child {
     Command::new(env::current_exe().unwrap())
         .args(["--exact", "child_node", "--nocapture", "--test-threads=1"])
         .env(CHILD, url)
+        .env(CHILD_SPEC, spec)
         .stdout(Stdio::null())
         .spawn()
         .unwrap()
+}
+
+#[test]
+fn each_node_pulls_only_the_roles_and_capabilities_it_serves() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let children = Children(vec![
+        spawn_child_serving(&url, "reader"),
+        spawn_child_serving(&url, "parser+pdf"),
+    ]);
+    let reader = format!("child-{}", children.0[0].id());
+    let pdf_parser = format!("child-{}", children.0[1].id());
+    // The submitting node serves `parser` without `pdf`, and `checker`.
+    let answer = |name: &'static str| {
+        move || {
+            move |_: &Task, _: &AgentContext| -> Result<Output, TaskError> {
+                Ok(Output::encode(name)?)
+            }
+        }
+    };
+    let role = |name: &str| Role::Custom(name.to_owned());
+    let parent = Orchestrator::builder()
+        .agents(role("parser"), 1, answer("parent"))
+        .agents(role("checker"), 1, answer("parent"))
+        .autoscale(AutoscalePolicy::disabled())
+        .redis(url.as_str())
+        .node("parent")
+        .visibility_timeout(VISIBILITY)
+        .build()
+        .unwrap();
+    wait_until("both child nodes joined", || {
+        parent.cluster_nodes().unwrap().len() == 3
+    });
+    let task = |r: &str| Task::new("job").with_role(role(r));
+    let reads = parent
+        .submit_batch((0..20).map(|_| task("reader")))
+        .unwrap();
+    let pdfs = parent
+        .submit_batch((0..20).map(|_| task("parser").requires("pdf")))
+        .unwrap();
+    let checks = parent
+        .submit_batch((0..5).map(|_| task("checker")))
+        .unwrap();
+    let expect = |ids: &[agentry::TaskId], on: &str| {
+        for id in ids {
+            let result = parent.wait(*id, PATIENCE).unwrap();
+            assert_eq!(result.status(), TaskStatus::Succeeded, "{result:?}");
+            assert_eq!(result.output::<String>().unwrap(), on, "{result:?}");
+        }
+    };
+    expect(&reads, &reader);
+    expect(&pdfs, &pdf_parser);
+    expect(&checks, "parent");
+    // Plain parser tasks may run on either parser node.
+    for id in parent
+        .submit_batch((0..10).map(|_| task("parser")))
+        .unwrap()
+    {
+        let on = parent
+            .wait(id, PATIENCE)
+            .unwrap()
+            .output::<String>()
+            .unwrap();
+        assert!(on == "parent" || on == pdf_parser, "{on}");
+    }
+    // No live node serves these.
+    for refused in [
+        task("planner"),
+        task("reader").requires("pdf"),
+        Task::new("anyone").requires("ocr"),
+    ] {
+        let submitted = parent.submit(refused);
+        assert!(
+            matches!(submitted, Err(Error::NoAgentForTask { .. })),
+            "{submitted:?}"
+        );
+    }
+    drop(children);
+    parent.shutdown().unwrap();
+}
+
+/// Set in a child: how long its tasks take, in milliseconds.
+const CHILD_WORK: &str = "AGENTRY_REDIS_CHILD_WORK_MS";
+
+fn spawn_child(url: &str) -> Child {
+    spawn_child_working(url, Duration::from_millis(20))
+}
+
+fn spawn_child_working(url: &str, work: Duration) -> Child {
+    Command::new(env::current_exe().unwrap())
+        .args(["--exact", "child_node", "--nocapture", "--test-threads=1"])
+        .env(CHILD, url)
+        .env(CHILD_WORK, work.as_millis().to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// A plain connection to the test's server, to look at and tamper with
+/// the cluster's keys.
+fn raw(url: &str) -> redis::Connection {
+    redis::Client::open(url).unwrap().get_connection().unwrap()
+}
+
+/// The consumers holding pending entries of the normal-priority stream.
+fn pending_by_consumer(url: &str) -> Vec<(String, usize)> {
+    let reply: redis::streams::StreamPendingReply = redis::cmd("XPENDING")
+        .arg("agentry:tasks:researcher:2")
+        .arg("agentry")
+        .query(&mut raw(url))
+        .unwrap();
+    match reply {
+        redis::streams::StreamPendingReply::Data(data) => data
+            .consumers
+            .into_iter()
+            .map(|c| (c.name, c.pending))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Set in a child: the Redis URL of the cluster it joins as the frozen node.
+const FROZEN: &str = "AGENTRY_REDIS_FROZEN_CHILD";
+
+/// The frozen node's body: node `frozen`, one agent, which counts each
+/// task it starts under `probe:ran:<id>:frozen`. It submits tasks `first`
+/// and `second` (ids 1 and 2 on a fresh server) and pulls both; `first`
+/// waits for `probe:go`, then submits `last`.
+#[test]
+fn child_frozen_node() {
+    let Ok(url) = env::var(FROZEN) else {
+        return;
+    };
+    let probe = url.clone();
+    let orchestrator = Orchestrator::builder()
+        .agents(Role::Researcher, 1, move || {
+            let probe = probe.clone();
+            move |task: &Task, ctx: &AgentContext| -> Result<Output, TaskError> {
+                let mut probe = raw(&probe);
+                let _: i64 = redis::cmd("INCR")
+                    .arg(format!("probe:ran:{}:frozen", task.id().get()))
+                    .query(&mut probe)
+                    .unwrap();
+                if task.kind() == "first" {
+                    while !redis::cmd("EXISTS")
+                        .arg("probe:go")
+                        .query::<bool>(&mut probe)
+                        .unwrap()
+                    {
+                        thread::sleep(Duration::from_millis(5));
+                    }
+                    ctx.submit(Task::new("last").with_role(Role::Researcher))?;
+                }
+                Ok(Output::encode("frozen")?)
+            }
+        })
+        .autoscale(AutoscalePolicy::disabled())
+        .redis(url.as_str())
+        .node("frozen")
+        .visibility_timeout(VISIBILITY)
+        .build()
+        .unwrap();
+    orchestrator
+        .submit_batch(["first", "second"].map(|kind| Task::new(kind).with_role(Role::Researcher)))
+        .unwrap();
+    thread::sleep(CHILD_LIFETIME);
+    drop(orchestrator);
+}
+
+/// The heartbeat node `name` last wrote, in ms since the Unix epoch.
+fn heartbeat_of(url: &str, name: &str) -> u64 {
+    let value: Option<String> = redis::cmd("HGET")
+        .arg("agentry:nodes")
+        .arg(name)
+        .query(&mut raw(url))
+        .unwrap();
+    value.map_or(0, |v| v.split(' ').next().unwrap().parse().unwrap())
+}
+
+fn millis_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[test]
+fn a_node_resumed_after_its_tasks_were_taken_over_does_not_run_them_again() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let children = Children(vec![
+        Command::new(env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "child_frozen_node",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(FROZEN, &url)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ]);
+    let ran = |id: u64, on: &str| -> Option<i64> {
+        redis::cmd("GET")
+            .arg(format!("probe:ran:{id}:{on}"))
+            .query(&mut raw(&url))
+            .unwrap()
+    };
+    // The frozen node holds both tasks and runs `first`.
+    wait_until("the node started its first task", || {
+        ran(1, "frozen").is_some()
+    });
+    wait_until("the node holds both tasks", || {
+        pending_by_consumer(&url) == [("frozen".to_owned(), 2)]
+    });
+    let pid = children.0[0].id();
+    signal("STOP", pid);
+    // Another node takes both over after the visibility timeout.
+    let taker = node(&url, "taker", 1, Duration::ZERO);
+    for id in [1, 2] {
+        let result = taker.wait(agentry::TaskId::new(id), PATIENCE).unwrap();
+        assert_eq!(result.output::<String>().unwrap(), "taker");
+        assert_eq!(result.attempts(), 2, "{result:?}");
+    }
+    taker.shutdown().unwrap();
+    let resumed = millis_now();
+    signal("CONT", pid);
+    // Two heartbeats after the resumption: its first refresh since is over.
+    wait_until("a refresh after the resumption", || {
+        heartbeat_of(&url, "frozen") > resumed
+    });
+    let first = heartbeat_of(&url, "frozen");
+    wait_until("a second refresh", || heartbeat_of(&url, "frozen") > first);
+    let _: () = redis::cmd("SET")
+        .arg("probe:go")
+        .arg(1)
+        .query(&mut raw(&url))
+        .unwrap();
+    // `last` queues behind whatever the node still held: once it ran,
+    // `second` would have run before it.
+    wait_until("the resumed node ran its next task", || {
+        ran(3, "frozen").is_some()
+    });
+    assert_eq!(
+        ran(2, "frozen"),
+        None,
+        "the resumed node ran a task taken over"
+    );
+    drop(children);
+}
+
+#[test]
+fn live_entries_at_the_head_do_not_hide_a_dead_node_s_entries() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let held = Arc::clone(&release);
+    // Twelve agents that wait for the release: 24 live entries pending at
+    // the head, more than one XAUTOCLAIM call scans for a small count.
+    let busy = Orchestrator::builder()
+        .agents(Role::Researcher, 12, move || {
+            let held = Arc::clone(&held);
+            move |_: &Task, _: &AgentContext| -> Result<Output, TaskError> {
+                while !held.load(std::sync::atomic::Ordering::Acquire) {
+                    thread::sleep(Duration::from_millis(5));
+                }
+                Ok(Output::encode("busy")?)
+            }
+        })
+        .autoscale(AutoscalePolicy::disabled())
+        .redis(url.as_str())
+        .node("busy")
+        .visibility_timeout(VISIBILITY)
+        .build()
+        .unwrap();
+    let live = busy.submit_batch((0..24).map(|_| job())).unwrap();
+    wait_until("the busy node holds 24 tasks", || {
+        pending_by_consumer(&url) == [("busy".to_owned(), 24)]
+    });
+    let mut children = Children(vec![spawn_child_working(&url, CHILD_LIFETIME)]);
+    let dead_name = format!("child-{}", children.0[0].id());
+    let behind = busy.submit_batch((0..2).map(|_| job())).unwrap();
+    wait_until("the child holds the two tasks behind", || {
+        pending_by_consumer(&url).contains(&(dead_name.clone(), 2))
+    });
+    let mut dead = children.0.remove(0);
+    dead.kill().unwrap();
+    dead.wait().unwrap();
+    let taker = node(&url, "taker", 1, Duration::ZERO);
+    for id in &behind {
+        let result = taker.wait(*id, PATIENCE).unwrap();
+        assert_eq!(result.output::<String>().unwrap(), "taker", "{result:?}");
+    }
+    release.store(true, std::sync::atomic::Ordering::Release);
+    for id in &live {
+        busy.wait(*id, PATIENCE).unwrap();
+    }
+    busy.shutdown().unwrap();
+    taker.shutdown().unwrap();
+}
+
+#[test]
+fn the_elected_leader_puts_a_dead_node_s_tasks_back_without_waiting_for_the_visibility_timeout() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let held = Arc::clone(&release);
+    // Long enough that no node reclaims by the visibility timeout first:
+    // the leader declares a node dead after a quarter of it.
+    let visibility = Duration::from_secs(8);
+    let leader = Orchestrator::builder()
+        .agents(Role::Researcher, 1, move || {
+            let held = Arc::clone(&held);
+            move |_: &Task, _: &AgentContext| -> Result<Output, TaskError> {
+                while !held.load(std::sync::atomic::Ordering::Acquire) {
+                    thread::sleep(Duration::from_millis(5));
+                }
+                Ok(Output::encode("leader")?)
+            }
+        })
+        .autoscale(AutoscalePolicy::disabled())
+        .redis(url.as_str())
+        .node("leader")
+        .visibility_timeout(visibility)
+        .election(election("leader"))
+        .build()
+        .unwrap();
+    wait_until("the node leads", || leader.is_leader());
+    let mut children = Children(vec![spawn_child_working(&url, CHILD_LIFETIME)]);
+    let victim = format!("child-{}", children.0[0].id());
+    wait_until("the child joined", || {
+        leader.cluster_nodes().unwrap().len() == 2
+    });
+    // The leader holds two (its agent waits), the child four.
+    let ids = leader.submit_batch((0..6).map(|_| job())).unwrap();
+    wait_until("the child holds four tasks", || {
+        pending_by_consumer(&url).contains(&(victim.clone(), 4))
+    });
+    let mut dead = children.0.remove(0);
+    dead.kill().unwrap();
+    dead.wait().unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match leader
+            .events()
+            .recv_timeout(left)
+            .expect("no NodeDead event")
+        {
+            agentry::Event::NodeDead { node, requeued } if node == victim => {
+                assert_eq!(requeued, 4);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let names: Vec<String> = leader
+        .cluster_nodes()
+        .unwrap()
+        .into_iter()
+        .map(|n| n.name)
+        .collect();
+    assert_eq!(names, ["leader"]);
+    release.store(true, std::sync::atomic::Ordering::Release);
+    let mut second_attempts = 0;
+    for id in &ids {
+        let result = leader.wait(*id, PATIENCE).unwrap();
+        assert_eq!(result.status(), TaskStatus::Succeeded, "{result:?}");
+        assert_eq!(result.output::<String>().unwrap(), "leader");
+        if result.attempts() == 2 {
+            second_attempts += 1;
+        }
+    }
+    assert_eq!(second_attempts, 4);
+    leader.shutdown().unwrap();
+}
+
+#[test]
+fn any_node_cancels_a_queued_task_or_one_another_node_holds_but_not_a_started_one() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let held = Arc::clone(&release);
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&ran);
+    // One agent that waits for the release: the holder runs one task and
+    // holds the next; the rest stay queued in Redis.
+    let holder = Orchestrator::builder()
+        .agents(Role::Researcher, 1, move || {
+            let (held, log) = (Arc::clone(&held), Arc::clone(&log));
+            move |task: &Task, _: &AgentContext| -> Result<Output, TaskError> {
+                log.lock().unwrap().push(task.id());
+                while !held.load(std::sync::atomic::Ordering::Acquire) {
+                    thread::sleep(Duration::from_millis(5));
+                }
+                Ok(Output::empty())
+            }
+        })
+        .autoscale(AutoscalePolicy::disabled())
+        .redis(url.as_str())
+        .node("holder")
+        .visibility_timeout(VISIBILITY)
+        .build()
+        .unwrap();
+    // The other node serves another role: it pulls none of these.
+    let other = Orchestrator::builder()
+        .agents(Role::Validator, 1, || {
+            |_: &Task, _: &AgentContext| -> Result<Output, TaskError> { Ok(Output::empty()) }
+        })
+        .redis(url.as_str())
+        .node("other")
+        .visibility_timeout(VISIBILITY)
+        .build()
+        .unwrap();
+    let ids = other.submit_batch((0..4).map(|_| job())).unwrap();
+    wait_until("the holder runs the first task", || {
+        ran.lock().unwrap().len() == 1
+    });
+    wait_until("the holder holds two tasks", || {
+        pending_by_consumer(&url) == [("holder".to_owned(), 2)]
+    });
+    // The holder pulled the first two, in order, and runs one of them.
+    let running = ran.lock().unwrap()[0];
+    let in_hand = if running == ids[0] { ids[1] } else { ids[0] };
+    let queued = ids[3];
+    assert!(other.cancel(queued).unwrap(), "a task no node pulled");
+    assert!(other.cancel(in_hand).unwrap(), "a task held, not started");
+    assert!(!other.cancel(running).unwrap(), "a started task");
+    assert!(matches!(
+        other.cancel(agentry::TaskId::new(1_000)),
+        Err(Error::NotFound { .. })
+    ));
+    release.store(true, std::sync::atomic::Ordering::Release);
+    for id in &ids {
+        let result = other.wait(*id, PATIENCE).unwrap();
+        let expected = if *id == queued || *id == in_hand {
+            TaskStatus::Cancelled
+        } else {
+            TaskStatus::Succeeded
+        };
+        assert_eq!(result.status(), expected, "{result:?}");
+    }
+    let ran = ran.lock().unwrap().clone();
+    assert_eq!(ran.len(), 2, "{ran:?}");
+    assert!(!ran.contains(&queued) && !ran.contains(&in_hand), "{ran:?}");
+    assert!(!other.cancel(running).unwrap(), "a finished task");
+    holder.shutdown().unwrap();
+    other.shutdown().unwrap();
+}
+
+#[test]
+fn a_cancel_request_to_a_frozen_holder_is_honoured_by_the_node_that_takes_the_task_over() {
+    let server = RedisServer::start();
+    let url = server.url();
+    // The caller serves another role and waits long for an answer.
+    let caller = Orchestrator::builder()
+        .agents(Role::Validator, 1, || {
+            |_: &Task, _: &AgentContext| -> Result<Output, TaskError> { Ok(Output::empty()) }
+        })
+        .redis(url.as_str())
+        .node("caller")
+        .visibility_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    // The holder's two agents never finish: it holds all four tasks.
+    let children = Children(vec![spawn_child_working(&url, CHILD_LIFETIME)]);
+    let holder = format!("child-{}", children.0[0].id());
+    wait_until("the holder joined", || {
+        caller
+            .cluster_nodes()
+            .unwrap()
+            .iter()
+            .any(|n| n.name == holder)
+    });
+    let ids = caller.submit_batch((0..4).map(|_| job())).unwrap();
+    wait_until("the holder holds the four tasks", || {
+        pending_by_consumer(&url) == [(holder.clone(), 4)]
+    });
+    signal("STOP", children.0[0].id());
+    let cancelled = ids[3];
+    let cancelling = thread::scope(|scope| {
+        let cancelling = scope.spawn(|| caller.cancel(cancelled));
+        wait_until("the request is recorded", || {
+            redis::cmd("HEXISTS")
+                .arg("agentry:tasks:cancel-requests")
+                .arg(cancelled.get())
+                .query::<bool>(&mut raw(&url))
+                .unwrap()
+        });
+        // Only now a node that can take the tasks over.
+        let taker = node(&url, "taker", 1, Duration::ZERO);
+        let answer = cancelling.join().unwrap();
+        (answer, taker)
+    });
+    let (answer, taker) = cancelling;
+    assert!(answer.unwrap(), "the task will not run");
+    for id in &ids {
+        let result = caller.wait(*id, PATIENCE).unwrap();
+        if *id == cancelled {
+            assert_eq!(result.status(), TaskStatus::Cancelled, "{result:?}");
+        } else {
+            assert_eq!(result.output::<String>().unwrap(), "taker", "{result:?}");
+        }
+    }
+    drop(children);
+    taker.shutdown().unwrap();
+    caller.shutdown().unwrap();
+}
+
+#[test]
+fn a_dependent_waits_in_redis_and_fails_when_its_dependency_is_cancelled_on_another_node() {
+    let server = RedisServer::start();
+    let url = server.url();
+    // Nobody serves `later` yet: tasks of it stay queued in Redis.
+    let submitter = Orchestrator::builder()
+        .agents(Role::Validator, 1, || {
+            |_: &Task, _: &AgentContext| -> Result<Output, TaskError> { Ok(Output::empty()) }
+        })
+        .redis(url.as_str())
+        .node("submitter")
+        .visibility_timeout(VISIBILITY)
+        .build()
+        .unwrap();
+    let worker = node(&url, "worker", 2, Duration::ZERO);
+    let later = || Task::new("later").with_role(Role::Custom("later".into()));
+    let spare = Orchestrator::builder()
+        .agents(Role::Custom("later".into()), 1, || {
+            |_: &Task, _: &AgentContext| -> Result<Output, TaskError> { Ok(Output::empty()) }
+        })
+        .redis(url.as_str())
+        .node("spare")
+        .visibility_timeout(VISIBILITY)
+        .build()
+        .unwrap();
+    // Shut down once listed: its role stays registered as live for a
+    // while, and its task waits in Redis.
+    wait_until("the spare node wrote its heartbeat", || {
+        submitter
+            .cluster_nodes()
+            .unwrap()
+            .iter()
+            .any(|n| n.name == "spare")
+    });
+    spare.shutdown().unwrap();
+    let first = submitter.submit(later()).unwrap();
+    let second = submitter.submit(job().after(first)).unwrap();
+    let third = submitter.submit(job().after(second)).unwrap();
+    let independent = submitter.submit(job()).unwrap();
+    assert!(submitter.wait(independent, PATIENCE).unwrap().is_success());
+    assert!(
+        submitter.result(second).is_none(),
+        "waits for its dependency"
+    );
+    // A waiting task is cancelled where it waits.
+    let waiting = submitter.submit(job().after(first)).unwrap();
+    assert!(submitter.cancel(waiting).unwrap());
+    let result = submitter.wait(waiting, PATIENCE).unwrap();
+    assert_eq!(result.status(), TaskStatus::Cancelled, "{result:?}");
+    assert!(submitter.cancel(first).unwrap());
+    let failed = submitter.wait(third, PATIENCE).unwrap();
+    assert_eq!(failed.status(), TaskStatus::Failed, "{failed:?}");
+    let reason = failed.error().unwrap();
+    assert!(reason.contains(&second.to_string()), "{reason}");
+    assert!(reason.contains(&first.to_string()), "{reason}");
+    assert!(reason.contains("was cancelled"), "{reason}");
+    // A dependency that succeeded releases its dependent.
+    let done = submitter.submit(job()).unwrap();
+    let after = submitter
+        .submit(job().after(done).after(independent))
+        .unwrap();
+    assert!(submitter.wait(after, PATIENCE).unwrap().is_success());
+    submitter.shutdown().unwrap();
+    worker.shutdown().unwrap();
+}
+
+#[test]
+fn consumer_groups_destroyed_mid_run_are_made_again_and_every_task_finishes() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let a = node(&url, "a", 2, Duration::from_millis(5));
+    let ids = a.submit_batch((0..100).map(|_| job())).unwrap();
+    for id in &ids[..10] {
+        a.wait(*id, PATIENCE).unwrap();
+    }
+    let mut connection = raw(&url);
+    for rank in 0..4 {
+        let _: i64 = redis::cmd("XGROUP")
+            .arg("DESTROY")
+            .arg(format!("agentry:tasks:researcher:{rank}"))
+            .arg("agentry")
+            .query(&mut connection)
+            .unwrap();
+    }
+    let more = a.submit_batch((0..10).map(|_| job())).unwrap();
+    for id in ids.iter().chain(&more) {
+        let result = a.wait(*id, PATIENCE).unwrap();
+        assert_eq!(result.status(), TaskStatus::Succeeded, "{result:?}");
+    }
+    a.shutdown().unwrap();
 }
 
 #[test]

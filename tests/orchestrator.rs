@@ -339,69 +339,6 @@ fn cancelling_a_queued_task_and_a_finished_one() {
 }
 
 #[test]
-fn dependency_chains_run_in_order_and_failures_propagate() {
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let agent_log = log.clone();
-    let orchestrator = Orchestrator::builder()
-        .agents(Role::Planner, 4, move || {
-            let log = agent_log.clone();
-            move |task: &Task, _: &AgentContext| {
-                log.lock().push(task.kind().to_owned());
-                if task.kind() == "bad" {
-                    Err(TaskError::fatal("bad step"))
-                } else {
-                    Ok(Output::empty())
-                }
-            }
-        })
-        .build()
-        .unwrap();
-    let a = orchestrator.submit(Task::new("a")).unwrap();
-    let b = orchestrator.submit(Task::new("b").after(a)).unwrap();
-    let c = orchestrator
-        .submit(Task::new("c").after(b).after(a))
-        .unwrap();
-    assert!(orchestrator.wait(c, PATIENCE).unwrap().is_success());
-    assert_eq!(*log.lock(), vec!["a", "b", "c"]);
-
-    let bad = orchestrator.submit(Task::new("bad")).unwrap();
-    let child = orchestrator.submit(Task::new("child").after(bad)).unwrap();
-    let grandchild = orchestrator
-        .submit(Task::new("grandchild").after(child))
-        .unwrap();
-    let child_result = orchestrator.wait(child, PATIENCE).unwrap();
-    assert_eq!(child_result.status(), TaskStatus::Failed);
-    assert!(child_result.error().unwrap().contains(&bad.to_string()));
-    assert!(child_result.error().unwrap().contains("bad step"));
-    assert_eq!(child_result.attempts(), 0);
-    let grandchild_result = orchestrator.wait(grandchild, PATIENCE).unwrap();
-    assert_eq!(grandchild_result.status(), TaskStatus::Failed);
-    assert!(
-        grandchild_result
-            .error()
-            .unwrap()
-            .contains(&child.to_string())
-    );
-
-    // A dependency that had failed before the dependent was submitted: a
-    // failed result, not a submit error.
-    let late = orchestrator.submit(Task::new("late").after(bad)).unwrap();
-    let late_result = orchestrator.wait(late, PATIENCE).unwrap();
-    assert_eq!(late_result.status(), TaskStatus::Failed);
-    assert!(
-        !log.lock()
-            .iter()
-            .any(|k| k == "child" || k == "grandchild" || k == "late")
-    );
-
-    // An unknown dependency is the only submit error.
-    assert!(matches!(
-        orchestrator.submit(Task::new("x").after(agentry::TaskId::from(1_000_000))),
-        Err(Error::NotFound { .. })
-    ));
-}
-
-#[test]
 fn a_hundred_thousand_tasks_on_eight_agents_each_run_exactly_once() {
     const TASKS: u64 = 100_000;
     let runs = Arc::new((0..TASKS).map(|_| AtomicUsize::new(0)).collect::<Vec<_>>());
@@ -738,6 +675,71 @@ impl Backend {
 /// `backend()`, which the module invoking the suite defines.
 macro_rules! task_flow_suite {
     () => {
+        #[test]
+        fn dependency_chains_run_in_order_and_failures_propagate() {
+            let backend = backend();
+            let log = Arc::new(Mutex::new(Vec::new()));
+            let agent_log = log.clone();
+            let orchestrator = backend
+                .builder()
+                .agents(Role::Planner, 4, move || {
+                    let log = agent_log.clone();
+                    move |task: &Task, _: &AgentContext| {
+                        log.lock().push(task.kind().to_owned());
+                        if task.kind() == "bad" {
+                            Err(TaskError::fatal("bad step"))
+                        } else {
+                            Ok(Output::empty())
+                        }
+                    }
+                })
+                .build()
+                .unwrap();
+            let a = orchestrator.submit(Task::new("a")).unwrap();
+            let b = orchestrator.submit(Task::new("b").after(a)).unwrap();
+            let c = orchestrator
+                .submit(Task::new("c").after(b).after(a))
+                .unwrap();
+            assert!(orchestrator.wait(c, PATIENCE).unwrap().is_success());
+            assert_eq!(*log.lock(), vec!["a", "b", "c"]);
+
+            let bad = orchestrator.submit(Task::new("bad")).unwrap();
+            let child = orchestrator.submit(Task::new("child").after(bad)).unwrap();
+            let grandchild = orchestrator
+                .submit(Task::new("grandchild").after(child))
+                .unwrap();
+            let child_result = orchestrator.wait(child, PATIENCE).unwrap();
+            assert_eq!(child_result.status(), TaskStatus::Failed);
+            assert!(child_result.error().unwrap().contains(&bad.to_string()));
+            assert!(child_result.error().unwrap().contains("bad step"));
+            assert_eq!(child_result.attempts(), 0);
+            let grandchild_result = orchestrator.wait(grandchild, PATIENCE).unwrap();
+            assert_eq!(grandchild_result.status(), TaskStatus::Failed);
+            assert!(
+                grandchild_result
+                    .error()
+                    .unwrap()
+                    .contains(&child.to_string())
+            );
+
+            // A dependency that had failed before the dependent was submitted: a
+            // failed result, not a submit error.
+            let late = orchestrator.submit(Task::new("late").after(bad)).unwrap();
+            let late_result = orchestrator.wait(late, PATIENCE).unwrap();
+            assert_eq!(late_result.status(), TaskStatus::Failed);
+            assert!(
+                !log.lock()
+                    .iter()
+                    .any(|k| k == "child" || k == "grandchild" || k == "late")
+            );
+
+            // An unknown dependency is the only submit error.
+            assert!(matches!(
+                orchestrator.submit(Task::new("x").after(agentry::TaskId::from(1_000_000))),
+                Err(Error::NotFound { .. })
+            ));
+        }
+
         #[test]
         fn work_spreads_across_agents() {
             let backend = backend();

@@ -279,11 +279,29 @@ fn is_server_error(e: &RedisError) -> bool {
     matches!(e.kind(), ErrorKind::Server(_) | ErrorKind::Extension)
 }
 
+/// The reason of a server error starts with the server's error code
+/// (`NOGROUP: ...`), whatever the `redis` crate's `Display` makes of it
+/// (it quotes some codes and wraps pipeline errors), so [`has_code`] can
+/// tell errors apart.
 fn backend(operation: &dyn Fn() -> String, e: &RedisError) -> Error {
+    let code = e.code().map(str::to_owned).or_else(|| {
+        e.clone()
+            .into_server_errors()
+            .and_then(|errors| errors.first().map(|(_, error)| error.code().to_owned()))
+    });
     Error::Backend {
         operation: format!("redis {}", operation()),
-        reason: e.to_string(),
+        reason: match code {
+            Some(code) => format!("{code}: {e}"),
+            None => e.to_string(),
+        },
     }
+}
+
+/// Whether `error` is the server's error `code` (`NOGROUP`, `BUSYGROUP`).
+pub(crate) fn has_code(error: &Error, code: &str) -> bool {
+    matches!(error, Error::Backend { reason, .. }
+        if reason.strip_prefix(code).is_some_and(|rest| rest.starts_with(':')))
 }
 
 /// An [`Error::Backend`] for a reply that does not have the expected shape

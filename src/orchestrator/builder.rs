@@ -177,7 +177,10 @@ impl OrchestratorBuilder {
     /// feature), the nodes elect a leader on Redis, in the cluster's
     /// namespace, only when this is given: [`Orchestrator::is_leader`] then
     /// tells the one node that should do what only one must; every node
-    /// still pulls tasks.
+    /// still pulls tasks. The leader watches the nodes' heartbeats and
+    /// declares dead a node silent for a quarter of its
+    /// [visibility timeout](Self::visibility_timeout), putting that node's
+    /// tasks back for the others at once ([`Event::NodeDead`](crate::Event::NodeDead)).
     pub fn election(mut self, config: ElectionConfig) -> Self {
         self.election = Some(config);
         self
@@ -188,7 +191,8 @@ impl OrchestratorBuilder {
     /// of one cluster share server and namespace), as `docs/SCALING.md`
     /// describes. [`Orchestrator::submit`] on any node appends the task to
     /// the cluster's queue in Redis (one stream per priority) under a
-    /// cluster-wide id; every node's agents pull from it, critical first; a
+    /// cluster-wide id; every node's agents pull the tasks their specs
+    /// serve (role and capabilities), critical first; a
     /// task held by a node that stops answering is taken over by another
     /// after the [visibility timeout](Self::visibility_timeout) and runs
     /// again ([`Task::attempt`](crate::Task::attempt) counts the takeover);
@@ -197,9 +201,9 @@ impl OrchestratorBuilder {
     /// [`Orchestrator::result`]/[`Orchestrator::wait`] on any node read
     /// them.
     ///
-    /// Every node should have agents for every role and capability its
-    /// cluster's tasks ask for: a node fails a task it pulled and cannot
-    /// serve, as a single orchestrator does at submit.
+    /// Nodes need not serve the same roles: a node pulls only tasks some
+    /// spec of its own serves, and `submit` on any node accepts a task some
+    /// live node serves.
     ///
     /// The node takes a node number from Redis, which its agent ids carry
     /// ([`AgentId::node`](crate::AgentId::node)), and its broker reaches the
@@ -208,11 +212,10 @@ impl OrchestratorBuilder {
     /// [`relay_capacity`](Self::relay_capacity)), as
     /// [`MessageBroker::send`](crate::MessageBroker::send) describes.
     ///
-    /// Not yet supported on Redis: tasks with dependencies (refused with
-    /// [`Error::InvalidInput`]), [`Orchestrator::cancel`] of a task held by
-    /// another node, and a state directory. The nodes need no leader to share the queue (any node
-    /// takes over a dead node's tasks); with [`election`](Self::election)
-    /// they elect one on Redis all the same. Default: none.
+    /// Not yet supported on Redis: a state directory. The nodes need no
+    /// leader to share the queue (any node takes over a dead node's tasks
+    /// after the visibility timeout); with [`election`](Self::election) the
+    /// leader also puts a dead node's tasks back sooner. Default: none.
     #[cfg(feature = "redis")]
     pub fn redis(mut self, redis: impl Into<crate::RedisConfig>) -> Self {
         self.redis = Some(redis.into());
@@ -234,7 +237,9 @@ impl OrchestratorBuilder {
     /// without that node answering before another node takes it over
     /// (default 30 s; nodes look for such tasks every third of it). A live
     /// node refreshes what it holds every third of this, however long its
-    /// tasks run.
+    /// tasks run, and writes its heartbeat every twelfth; with an
+    /// [election](Self::election), the leader declares a node dead when its
+    /// heartbeat is a quarter of this old.
     #[cfg(feature = "redis")]
     pub fn visibility_timeout(mut self, timeout: Duration) -> Self {
         self.visibility_timeout = timeout;

@@ -100,6 +100,18 @@ pub enum Event {
         /// Why it failed.
         reason: String,
     },
+    /// The leader of a Redis cluster (a node given an
+    /// [election](crate::OrchestratorBuilder::election)) declared another
+    /// node dead: its heartbeat was a quarter of the leader's visibility
+    /// timeout old. The tasks it held were put back at once for any node
+    /// (their next attempt counted), its consumers and its entry in the
+    /// cluster's node list deleted. Only the leader sends it.
+    NodeDead {
+        /// The node's name.
+        node: String,
+        /// How many tasks it held, now back in the queue.
+        requeued: usize,
+    },
     /// A task ran past its timeout and ended as timed out.
     TaskTimedOut {
         /// The task.

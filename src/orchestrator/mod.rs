@@ -343,6 +343,11 @@ impl Orchestrator {
                     .node
                     .clone()
                     .unwrap_or_else(|| format!("pid-{}", std::process::id())),
+                config
+                    .specs
+                    .iter()
+                    .map(|(spec, _)| (spec.role.clone(), spec.capabilities.clone()))
+                    .collect(),
                 config.visibility_timeout,
                 config.result_retention,
             )?)),
@@ -491,6 +496,11 @@ impl Orchestrator {
     ///   and `current` name the leader and its epoch when known), or lost the lead while the
     ///   task was being recorded (a new leader may then still run it);
     ///   [`Error::Io`] when the task cannot be recorded.
+    /// * On a Redis cluster node ([`OrchestratorBuilder::redis`]):
+    ///   [`Error::NoAgentForTask`] only when neither this node nor any live
+    ///   node of the cluster (a heartbeat within this node's visibility
+    ///   timeout) has a spec for the task; [`Error::Backend`] when Redis
+    ///   cannot be reached.
     pub fn submit(&self, task: Task) -> Result<TaskId> {
         self.shared.submit(task)
     }
@@ -565,9 +575,36 @@ impl Orchestrator {
     /// [`TaskStatus::Cancelled`](crate::TaskStatus::Cancelled), and tasks
     /// depending on it fail. `Ok(false)` when it already started or finished.
     ///
+    /// On a Redis cluster node ([`OrchestratorBuilder::redis`]), any task of
+    /// the cluster: one no node pulled yet is cancelled at once, in Redis;
+    /// one another node holds is cancelled by that node unless it started,
+    /// and this call waits for its answer (`Ok(true)` only when the task
+    /// will not run).
+    ///
     /// # Errors
-    /// [`Error::NotFound`] when `id` was never submitted.
+    /// [`Error::NotFound`] when `id` was never submitted. On a Redis
+    /// cluster node: [`Error::Timeout`] when the node holding the task gave
+    /// no answer within twice the visibility timeout (the request stays: a
+    /// node that takes the task over cancels it), [`Error::Backend`] when
+    /// Redis cannot be reached.
     pub fn cancel(&self, id: TaskId) -> Result<bool> {
+        #[cfg(feature = "redis")]
+        if let Some(queue) = &self.shared.redis {
+            if !queue.holds(id) {
+                return queue.cancel(id);
+            }
+            // Held here: unknown to the distributor only in the instant
+            // between the pump's claim and its hand-over; then the request
+            // goes through Redis, and the pump answers it.
+            return match self.cancel_here(id) {
+                Err(Error::NotFound { .. }) => queue.cancel(id),
+                other => other,
+            };
+        }
+        self.cancel_here(id)
+    }
+
+    fn cancel_here(&self, id: TaskId) -> Result<bool> {
         let mut fx = Effects::default();
         let cancelled =
             self.shared
@@ -690,8 +727,9 @@ impl Orchestrator {
     }
 
     /// The nodes of this orchestrator's [Redis cluster](OrchestratorBuilder::redis)
-    /// that ever wrote a heartbeat (every third of the visibility timeout),
-    /// sorted by name: compare [`NodeStatus::heartbeat`] with the
+    /// that wrote a heartbeat (every twelfth of the visibility timeout, on
+    /// the Redis server's clock) and were not declared dead by an elected
+    /// leader, sorted by name: compare [`NodeStatus::heartbeat`] with the
     /// visibility timeout to judge which are alive.
     ///
     /// # Errors

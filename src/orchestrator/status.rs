@@ -272,7 +272,7 @@ pub(crate) fn format_duration(d: Duration) -> String {
 pub struct NodeStatus {
     /// The node's [name](crate::OrchestratorBuilder::node).
     pub name: String,
-    /// When it last wrote its heartbeat (its wall clock).
+    /// When it last wrote its heartbeat (the Redis server's clock).
     pub heartbeat: std::time::SystemTime,
     /// How many agents it started with.
     pub agents: usize,
