@@ -159,9 +159,16 @@ fn noop_throughput(c: &mut Criterion) {
 }
 
 /// Tasks that sleep 1 ms, ten per agent per iteration.
+///
+/// Beside criterion's figures (each side measured for seconds, one after
+/// the other), the two sides are timed in alternation, round by round, so a
+/// change in the machine's load touches both alike: the medians of those
+/// rounds go to the targets report.
 fn sleep_throughput(c: &mut Criterion) {
+    const ALTERNATING_ROUNDS: usize = 60;
     let mut group = c.benchmark_group("orchestrator/sleep_1ms_throughput");
     group.sample_size(10);
+    let mut figures = Vec::new();
     for agents in [5usize, 10, 20] {
         let tasks = agents * 10;
         group.throughput(Throughput::Elements(tasks as u64));
@@ -173,7 +180,6 @@ fn sleep_throughput(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("bare_crossbeam_pool", agents), |b| {
             b.iter(|| pool.run(tasks as u64))
         });
-        drop(pool);
 
         let orchestrator = Orchestrator::builder()
             .agents(Role::Extractor, agents, || sleep_1ms)
@@ -185,9 +191,37 @@ fn sleep_throughput(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("agentry", agents), |b| {
             b.iter(|| run_batch(&orchestrator, "sleep", tasks))
         });
+
+        let (mut bare_rounds, mut agentry_rounds) = (Vec::new(), Vec::new());
+        for _ in 0..ALTERNATING_ROUNDS {
+            let started = Instant::now();
+            pool.run(tasks as u64);
+            bare_rounds.push(started.elapsed());
+            let started = Instant::now();
+            run_batch(&orchestrator, "sleep", tasks);
+            agentry_rounds.push(started.elapsed());
+        }
+        let per_second = |rounds: &mut Vec<Duration>| {
+            rounds.sort_unstable();
+            tasks as f64 / rounds[rounds.len() / 2].as_secs_f64()
+        };
+        let (bare, agentry) = (
+            per_second(&mut bare_rounds),
+            per_second(&mut agentry_rounds),
+        );
+        eprintln!(
+            "1 ms tasks, {agents} agents, {ALTERNATING_ROUNDS} alternating rounds (medians): \
+             bare {bare:.0}/s, agentry {agentry:.0}/s, {:.1} %",
+            agentry / bare * 100.0
+        );
+        figures.push((format!("bare_{agents}_agents_per_s"), bare));
+        figures.push((format!("agentry_{agents}_agents_per_s"), agentry));
+        drop(pool);
         orchestrator.shutdown().unwrap();
     }
     group.finish();
+    let figures: Vec<(&str, f64)> = figures.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    report::write("orchestrator", &figures);
 }
 
 /// Every latency sample of one benchmark, less those taken during criterion's

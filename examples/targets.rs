@@ -452,13 +452,11 @@ const TARGETS: &[Target] = &[
     },
 ];
 
+/// From the rounds the orchestrator bench times in alternation (see its
+/// `sleep_throughput`), which a change in the machine's load touches alike.
 fn sleep_throughput(f: &Figures, agents: usize) -> Result<Outcome, Missing> {
-    let group = "orchestrator/sleep_1ms_throughput";
-    let agentry = f.rate("orchestrator", &format!("{group}/agentry/{agents}"))?;
-    let bare = f.rate(
-        "orchestrator",
-        &format!("{group}/bare_crossbeam_pool/{agents}"),
-    )?;
+    let agentry = f.report("orchestrator", &format!("agentry_{agents}_agents_per_s"))?;
+    let bare = f.report("orchestrator", &format!("bare_{agents}_agents_per_s"))?;
     Ok(Outcome {
         measured: rate(agentry),
         baseline: rate(bare),
