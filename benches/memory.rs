@@ -3,11 +3,12 @@
 //! (postcard encoding included), uncontended and on two threads; snapshot
 //! persist and reload of 100,000 keys; journal write throughput.
 
+#[path = "common/threads.rs"]
+mod threads;
+
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::sync::Barrier;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use agentry::{Durability, SharedMemory, Version};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -34,28 +35,7 @@ fn filled() -> (SharedMemory, Baseline) {
 /// Runs `op(thread, i)` `iters` times on each of `threads` threads at once and
 /// returns the wall time, so a figure is the time per operation per thread.
 fn on_threads(threads: usize, iters: u64, op: impl Fn(usize, u64) + Sync) -> Duration {
-    let barrier = Barrier::new(threads);
-    let op = &op;
-    let barrier = &barrier;
-    thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                s.spawn(move || {
-                    barrier.wait();
-                    let start = Instant::now();
-                    for i in 0..iters {
-                        op(t, i);
-                    }
-                    start.elapsed()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .max()
-            .unwrap_or_default()
-    })
+    threads::on_threads(threads, iters, |_| (), |(), t, i| op(t, i))
 }
 
 fn get(c: &mut Criterion) {

@@ -23,9 +23,10 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "common/threads.rs"]
+mod threads;
 
 use std::hint::black_box;
-use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -49,28 +50,12 @@ fn on_threads(
     url: &str,
     op: impl Fn(&mut redis::Connection, usize, u64) + Sync,
 ) -> Duration {
-    let barrier = Barrier::new(threads);
-    let (op, barrier) = (&op, &barrier);
-    thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let mut connection = redis::Client::open(url).unwrap().get_connection().unwrap();
-                s.spawn(move || {
-                    barrier.wait();
-                    let start = Instant::now();
-                    for i in 0..iters {
-                        op(&mut connection, t, i);
-                    }
-                    start.elapsed()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .max()
-            .unwrap_or_default()
-    })
+    threads::on_threads(
+        threads,
+        iters,
+        |_| redis::Client::open(url).unwrap().get_connection().unwrap(),
+        op,
+    )
 }
 
 fn memory_ops(c: &mut Criterion) {
