@@ -534,3 +534,41 @@ fn redis_down_is_a_backend_error_for_remote_sends_and_fan_outs_and_local_sends_s
     drop(a);
     drop(b);
 }
+
+#[test]
+fn a_live_node_whose_capacity_entry_is_gone_refuses_with_full_and_queues_nothing() {
+    let server = RedisServer::start();
+    let a = node(&server.url(), "a", 1);
+    let b = node(&server.url(), "b", 1);
+    let inbox = b.mailbox().unwrap();
+    let mut redis = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    // As if evicted: b's lease stays, its bound is gone until b renews
+    // (a third of the default 30 s visibility timeout from now).
+    redis::cmd("HDEL")
+        .arg("agentry:relay:capacity")
+        .arg(b.broker().node())
+        .query::<()>(&mut redis)
+        .unwrap();
+    let sent = a.broker().send(AgentId::new(1), inbox.id(), &"hi");
+    assert!(
+        matches!(sent, Err(Error::Full { agent, capacity: 0 }) if agent == inbox.id()),
+        "{sent:?}"
+    );
+    let queued: usize = redis::cmd("XLEN")
+        .arg(format!("agentry:relay:stream:{}", b.broker().node()))
+        .query(&mut redis)
+        .unwrap();
+    assert_eq!(queued, 0);
+    // A fan-out counts b as full and keeps a dead letter for it.
+    let delivery = a.broker().broadcast(AgentId::new(1), &"all").unwrap();
+    assert_eq!(delivery.relay_full(), [b.broker().node()]);
+    assert!(matches!(
+        inbox.recv_timeout(Duration::from_millis(200)),
+        Err(Error::Timeout)
+    ));
+    a.shutdown().unwrap();
+    b.shutdown().unwrap();
+}

@@ -24,8 +24,10 @@
 //! * **Send.** One script checks that the recipient's node is live and that
 //!   its stream is below its bound, then `XADD`s the message: a dead node is
 //!   [`Error::NotFound`] and a full stream [`Error::Full`], answered in the
-//!   same round trip. Nothing is trimmed away (no `MAXLEN`): a message is
-//!   refused, never dropped silently.
+//!   same round trip. A live node whose capacity entry is missing (deleted
+//!   or evicted; its next renewal writes it again) counts as full, bound 0.
+//!   Nothing is trimmed away (no `MAXLEN`): a message is refused, never
+//!   dropped silently.
 //! * **Fan-out.** One script appends a broadcast or publication to the
 //!   stream of every other live node below its bound, and names the full
 //!   ones.
@@ -78,16 +80,24 @@ return 0
 ";
 
 /// Appends one message for a live node below its bound. KEYS: nodes,
-/// capacities, stream. ARGV: node, message. Returns 0 when queued, -1 when
-/// the node is not live, else the bound it is at.
+/// capacities, stream. ARGV: node, message. Returns a status ([`QUEUED`],
+/// [`NOT_LIVE`], [`AT_BOUND`]) and the bound, apart: a missing capacity
+/// entry reads as bound 0 (the stream counts as full until the node's next
+/// renewal writes the entry again), so the bound alone cannot say queued.
 const SEND: &str = "
 local lease = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not lease or tonumber(lease) < now then return -1 end
+if not lease or tonumber(lease) < now then return {-1, 0} end
 local bound = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-if redis.call('XLEN', KEYS[3]) >= bound then return bound end
+if redis.call('XLEN', KEYS[3]) >= bound then return {1, bound} end
 redis.call('XADD', KEYS[3], '*', 'm', ARGV[2])
-return 0
+return {0, 0}
 ";
+/// [`SEND`]'s status: the message is in the stream.
+const QUEUED: i64 = 0;
+/// [`SEND`]'s status: the node holds no lease.
+const NOT_LIVE: i64 = -1;
+/// [`SEND`]'s status: the stream is at its bound (`bound` follows).
+const AT_BOUND: i64 = 1;
 
 /// Appends one message for every other live node below its bound. KEYS:
 /// nodes, capacities. ARGV: this node, stream prefix, message. Returns the
@@ -275,7 +285,7 @@ impl Remote for RedisRelay {
     fn send(&self, to: AgentId, message: &Message) -> Result<()> {
         let bytes = encode(Some(to), message, None)?;
         let stream = format!("{}{}", self.prefix, to.node());
-        let answer: i64 =
+        let (status, bound): (i64, i64) =
             self.pool
                 .run(Retry::Never, &|| format!("relay a message to {to}"), |c| {
                     self.send
@@ -286,14 +296,15 @@ impl Remote for RedisRelay {
                         .arg(&bytes[..])
                         .invoke(c)
                 })?;
-        match answer {
-            0 => Ok(()),
-            -1 => Err(Error::unknown_agent(to)),
-            bound => Err(Error::Full {
+        let unexpected = || unexpected("relay a message", &format!("[{status}, {bound}]"));
+        match status {
+            QUEUED => Ok(()),
+            NOT_LIVE => Err(Error::unknown_agent(to)),
+            AT_BOUND => Err(Error::Full {
                 agent: to,
-                capacity: usize::try_from(bound)
-                    .map_err(|_| unexpected("relay a message", &bound.to_string()))?,
+                capacity: usize::try_from(bound).map_err(|_| unexpected())?,
             }),
+            _ => Err(unexpected()),
         }
     }
 
