@@ -572,3 +572,40 @@ fn a_live_node_whose_capacity_entry_is_gone_refuses_with_full_and_queues_nothing
     a.shutdown().unwrap();
     b.shutdown().unwrap();
 }
+
+#[test]
+fn a_node_with_a_short_visibility_timeout_stays_live_while_its_relay_waits_for_messages() {
+    let server = RedisServer::start();
+    let a = node(&server.url(), "a", 1);
+    let b = node_builder(server.url(), "b", 1)
+        .visibility_timeout(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    let inbox = b.mailbox().unwrap();
+    let mut redis = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    // The relay lease has a floor well above 20 ms.
+    let (lease_end, time): (f64, (u64, u64)) = redis::pipe()
+        .cmd("ZSCORE")
+        .arg("agentry:relay:nodes")
+        .arg(b.broker().node())
+        .cmd("TIME")
+        .query(&mut redis)
+        .unwrap();
+    let now = (time.0 * 1000 + time.1 / 1000) as f64;
+    assert!(lease_end - now > 500.0, "lease ends {lease_end}, now {now}");
+    // Sends after pauses longer than b's relay blocks in a read (so it
+    // waits for messages, idle) all reach b.
+    for n in 0..10u32 {
+        thread::sleep(Duration::from_millis(150));
+        a.broker().send(AgentId::new(1), inbox.id(), &n).unwrap();
+    }
+    let got: Vec<u32> = (0..10)
+        .map(|_| inbox.recv_timeout(PATIENCE).unwrap().body().unwrap())
+        .collect();
+    assert_eq!(got, (0..10).collect::<Vec<u32>>());
+    a.shutdown().unwrap();
+    b.shutdown().unwrap();
+}

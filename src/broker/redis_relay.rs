@@ -17,8 +17,9 @@
 //!
 //! * **Join.** At connect a node takes a fresh number (`INCR`), which its
 //!   agent ids carry in their high bits ([`AgentId::node`]), and enters the
-//!   live set with a lease (the orchestrator's visibility timeout), renewed
-//!   every third of it by the relay thread. A node that stops answering
+//!   live set with a lease (the orchestrator's visibility timeout, at least
+//!   1 s), renewed every third of it by the relay thread, which blocks in
+//!   a read for at most a quarter of it. A node that stops answering
 //!   leaves the live set when its lease ends; a node that shuts down leaves
 //!   it at once.
 //! * **Send.** One script checks that the recipient's node is live and that
@@ -67,6 +68,10 @@ pub const DEFAULT_RELAY_CAPACITY: usize = 10_000;
 const BATCH: usize = 512;
 /// Longest a relay thread blocks in one read, so it sees `stop` promptly.
 const MAX_BLOCK: Duration = Duration::from_millis(100);
+/// The shortest relay lease: a shorter visibility timeout would leave a
+/// healthy node out of the live set whenever a renewal round trip or a
+/// pause of its relay thread runs late (its senders told `NotFound`).
+const MIN_LEASE: Duration = Duration::from_secs(1);
 
 /// The server's clock in ms, inside a script.
 const NOW: &str = "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n";
@@ -159,8 +164,9 @@ pub(crate) struct RedisRelay {
 }
 
 impl RedisRelay {
-    /// Takes a node number and enters the live set for `lease`; the stream
-    /// holds at most `capacity` undelivered messages.
+    /// Takes a node number and enters the live set for `lease` (at least
+    /// [`MIN_LEASE`]); the stream holds at most `capacity` undelivered
+    /// messages.
     ///
     /// # Errors
     ///
@@ -201,7 +207,7 @@ impl RedisRelay {
             pool,
             node,
             capacity,
-            lease,
+            lease: lease.max(MIN_LEASE),
             beat: Script::new(&format!("{NOW}{BEAT}")),
             send: Script::new(&format!("{NOW}{SEND}")),
             fan_out: Script::new(&format!("{NOW}{FAN_OUT}")),
@@ -375,7 +381,11 @@ pub(crate) fn spawn_relay(
     let thread = thread::Builder::new()
         .name("agentry-redis-relay".into())
         .spawn(move || {
-            let block = MAX_BLOCK.min(relay.pool.config().command_timeout() / 2);
+            // Short enough for the renewal, due every third of the lease,
+            // to come well before the lease ends.
+            let block = MAX_BLOCK
+                .min(relay.pool.config().command_timeout() / 2)
+                .min(relay.lease / 4);
             let mut last = "0-0".to_owned();
             let mut done: Vec<String> = Vec::new();
             let mut renewed = Instant::now();
