@@ -609,3 +609,58 @@ fn a_node_with_a_short_visibility_timeout_stays_live_while_its_relay_waits_for_m
     a.shutdown().unwrap();
     b.shutdown().unwrap();
 }
+
+#[test]
+fn a_joining_node_never_takes_the_number_of_a_live_node_after_redis_lost_the_counter() {
+    let server = RedisServer::start();
+    let a = node(&server.url(), "a", 1);
+    let b = node(&server.url(), "b", 1);
+    let mut numbers = vec![a.broker().node(), b.broker().node()];
+    let mut redis = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let listed = |redis: &mut redis::Connection, n: u32| -> bool {
+        redis::cmd("ZSCORE")
+            .arg("agentry:relay:nodes")
+            .arg(n)
+            .query::<Option<f64>>(redis)
+            .unwrap()
+            .is_some()
+    };
+    // Everything gone, as after a restart without persistence: a and b
+    // enter again on their own (well before their renewal is due, a third
+    // of the default 30 s), and raise the counter past their numbers.
+    redis::cmd("FLUSHDB").query::<()>(&mut redis).unwrap();
+    wait_until("a and b are listed again", || {
+        listed(&mut redis, numbers[0]) && listed(&mut redis, numbers[1])
+    });
+    let c = node(&server.url(), "c", 1);
+    assert!(
+        !numbers.contains(&c.broker().node()),
+        "c took {} of {numbers:?}",
+        c.broker().node()
+    );
+    numbers.push(c.broker().node());
+    // Only the counter gone: a joining node skips the numbers live nodes hold.
+    redis::cmd("DEL")
+        .arg("agentry:relay:next-node")
+        .query::<()>(&mut redis)
+        .unwrap();
+    let d = node(&server.url(), "d", 1);
+    assert!(
+        !numbers.contains(&d.broker().node()),
+        "d took {} of {numbers:?}",
+        d.broker().node()
+    );
+    // Messages reach the right node.
+    let inbox = c.mailbox().unwrap();
+    a.broker().send(AgentId::new(1), inbox.id(), &7u32).unwrap();
+    assert_eq!(
+        inbox.recv_timeout(PATIENCE).unwrap().body::<u32>().unwrap(),
+        7
+    );
+    for node in [a, b, c, d] {
+        node.shutdown().unwrap();
+    }
+}

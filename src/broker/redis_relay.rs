@@ -8,20 +8,27 @@
 //!
 //! | key | what |
 //! | --- | --- |
-//! | `ns:relay:next-node` | the node number counter (`INCR` at connect) |
+//! | `ns:relay:next-node` | the node number counter (`INCR` at join; each renewal raises it to at least the node's number) |
 //! | `ns:relay:nodes` | sorted set: node number → end of its lease (ms, the server's clock) |
 //! | `ns:relay:capacity` | hash: node number → the bound of its relay stream |
 //! | `ns:relay:stream:<n>` | node `n`'s relay stream: one entry per message, field `m` = postcard bytes |
 //!
 //! # Protocol
 //!
-//! * **Join.** At connect a node takes a fresh number (`INCR`), which its
-//!   agent ids carry in their high bits ([`AgentId::node`]), and enters the
-//!   live set with a lease (the orchestrator's visibility timeout, at least
-//!   1 s), renewed every third of it by the relay thread, which blocks in
-//!   a read for at most a quarter of it. A node that stops answering
-//!   leaves the live set when its lease ends; a node that shuts down leaves
-//!   it at once.
+//! * **Join.** At connect a node takes a fresh number (`INCR`, skipping
+//!   any a live node holds), which its agent ids carry in their high bits
+//!   ([`AgentId::node`]), and enters the live set with a lease (the
+//!   orchestrator's visibility timeout, at least 1 s), renewed every third
+//!   of it by the relay thread, which blocks in a read for at most a
+//!   quarter of it. A node that stops answering leaves the live set when
+//!   its lease ends; a node that shuts down leaves it at once.
+//! * **Redis losing its data** (`FLUSHDB`, a restart without persistence)
+//!   resets the counter. Each read of the relay thread also checks that
+//!   its node is still listed, and a failed read may mean a restart: either
+//!   way the node renews at once, which lists it again and raises the
+//!   counter past its number. Only a node joining in that gap (one read of
+//!   at most 100 ms, plus reconnecting after a restart) can take the
+//!   number of a live node.
 //! * **Send.** One script checks that the recipient's node is live and that
 //!   its stream is below its bound, then `XADD`s the message: a dead node is
 //!   [`Error::NotFound`] and a full stream [`Error::Full`], answered in the
@@ -76,11 +83,33 @@ const MIN_LEASE: Duration = Duration::from_secs(1);
 /// The server's clock in ms, inside a script.
 const NOW: &str = "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n";
 
-/// Enters or renews the live set. KEYS: nodes, capacities. ARGV: node,
-/// lease ms, capacity.
+/// Takes the next node number no live node holds (the counter may lag
+/// behind the live set when Redis lost it), and enters the live set with
+/// it unless it is past the largest. KEYS: counter, nodes, capacities.
+/// ARGV: lease ms, capacity, largest number. Returns the number.
+const JOIN: &str = "
+local n
+repeat
+  n = redis.call('INCR', KEYS[1])
+  local lease = redis.call('ZSCORE', KEYS[2], n)
+until not lease or tonumber(lease) < now
+if n <= tonumber(ARGV[3]) then
+  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[1]), n)
+  redis.call('HSET', KEYS[3], n, ARGV[2])
+end
+return n
+";
+
+/// Renews the live set, and raises the counter to at least this node's
+/// number, so that after Redis lost its data (`FLUSHDB`, a restart without
+/// persistence) no node joining later takes it. KEYS: nodes, capacities,
+/// counter. ARGV: node, lease ms, capacity.
 const BEAT: &str = "
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+if tonumber(redis.call('GET', KEYS[3]) or '0') < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[3], ARGV[1])
+end
 return 0
 ";
 
@@ -156,6 +185,7 @@ pub(crate) struct RedisRelay {
     lease: Duration,
     nodes: String,
     capacities: String,
+    counter: String,
     prefix: String,
     stream: String,
     beat: Script,
@@ -185,8 +215,18 @@ impl RedisRelay {
         }
         let pool = Pool::connect(config, None)?;
         let counter = pool.key("relay:next-node");
-        let node: u64 = pool.run(Retry::Never, &|| "take a node number".to_owned(), |c| {
-            ::redis::cmd("INCR").arg(&counter).query(c)
+        let nodes = pool.key("relay:nodes");
+        let capacities = pool.key("relay:capacity");
+        let lease = lease.max(MIN_LEASE);
+        let join = Script::new(&format!("{NOW}{JOIN}"));
+        let node: u64 = pool.run(Retry::Never, &|| "join the relay".to_owned(), |c| {
+            join.key(&counter)
+                .key(&nodes)
+                .key(&capacities)
+                .arg(millis(lease))
+                .arg(capacity)
+                .arg(AgentId::MAX_NODE)
+                .invoke(c)
         })?;
         let node = u32::try_from(node)
             .ok()
@@ -199,21 +239,20 @@ impl RedisRelay {
                 ))
             })?;
         let prefix = pool.key("relay:stream:");
-        let relay = RedisRelay {
-            nodes: pool.key("relay:nodes"),
-            capacities: pool.key("relay:capacity"),
+        Ok(RedisRelay {
+            nodes,
+            capacities,
+            counter,
             stream: format!("{prefix}{node}"),
             prefix,
             pool,
             node,
             capacity,
-            lease: lease.max(MIN_LEASE),
+            lease,
             beat: Script::new(&format!("{NOW}{BEAT}")),
             send: Script::new(&format!("{NOW}{SEND}")),
             fan_out: Script::new(&format!("{NOW}{FAN_OUT}")),
-        };
-        relay.renew()?;
-        Ok(relay)
+        })
     }
 
     /// Enters or renews the live set.
@@ -223,8 +262,9 @@ impl RedisRelay {
                 self.beat
                     .key(&self.nodes)
                     .key(&self.capacities)
+                    .key(&self.counter)
                     .arg(self.node)
-                    .arg(u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX))
+                    .arg(millis(self.lease))
                     .arg(self.capacity)
                     .invoke(c)
             })
@@ -249,17 +289,19 @@ impl RedisRelay {
 
     /// Deletes the entries delivered (`done`), then reads what follows
     /// `last`, waiting at most `block` for something to arrive (not at all
-    /// without one).
+    /// without one). Also says whether this node is in the live set, which
+    /// it leaves only by `leave` unless Redis lost its data.
     fn read(
         &self,
         done: &[String],
         last: &str,
         block: Option<Duration>,
-    ) -> Result<StreamReadReply> {
+    ) -> Result<(bool, StreamReadReply)> {
         let mut pipe = ::redis::pipe();
         if !done.is_empty() {
             pipe.cmd("XDEL").arg(&self.stream).arg(done).ignore();
         }
+        pipe.cmd("ZSCORE").arg(&self.nodes).arg(self.node);
         let read = pipe.cmd("XREAD").arg("COUNT").arg(BATCH);
         if let Some(block) = block {
             // At least 1 ms: `BLOCK 0` would wait forever.
@@ -267,12 +309,12 @@ impl RedisRelay {
                 .arg(block.as_millis().clamp(1, u128::from(u32::MAX)) as u64);
         }
         read.arg("STREAMS").arg(&self.stream).arg(last);
-        let (read,): (Option<StreamReadReply>,) = self.pool.run(
+        let (lease, read): (Option<f64>, Option<StreamReadReply>) = self.pool.run(
             Retry::Once,
             &|| format!("read the relay stream {}", self.stream),
             |c| pipe.query(c),
         )?;
-        Ok(read.unwrap_or_default())
+        Ok((lease.is_some(), read.unwrap_or_default()))
     }
 
     fn delete_stream(&self) -> Result<()> {
@@ -342,6 +384,11 @@ impl std::fmt::Debug for RedisRelay {
     }
 }
 
+/// `duration` in whole ms, as a script argument.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 fn encode(to: Option<AgentId>, message: &Message, role: Option<&Role>) -> Result<Vec<u8>> {
     Ok(postcard::to_stdvec(&Outgoing {
         to: to.map(AgentId::get),
@@ -389,8 +436,10 @@ pub(crate) fn spawn_relay(
             let mut last = "0-0".to_owned();
             let mut done: Vec<String> = Vec::new();
             let mut renewed = Instant::now();
-            let mut relay_once = |block: Option<Duration>| -> Result<bool> {
-                let read = relay.read(&done, &last, block)?;
+            let mut renew_now = false;
+            // Whether anything was read, and whether this node is listed.
+            let mut relay_once = |block: Option<Duration>| -> Result<(bool, bool)> {
+                let (listed, read) = relay.read(&done, &last, block)?;
                 done.clear();
                 let mut any = false;
                 for entry in read.keys.into_iter().flat_map(|key| key.ids) {
@@ -402,18 +451,27 @@ pub(crate) fn spawn_relay(
                     last.clone_from(&entry.id);
                     done.push(entry.id);
                 }
-                Ok(any)
+                Ok((any, listed))
             };
             while !stop.load(Ordering::Acquire) {
-                if renewed.elapsed() >= relay.lease / 3 {
+                if renew_now || renewed.elapsed() >= relay.lease / 3 {
                     match relay.renew() {
-                        Ok(()) => renewed = Instant::now(),
+                        Ok(()) => (renewed, renew_now) = (Instant::now(), false),
                         Err(error) => tracing::warn!(%error, "renewing the relay lease failed"),
                     }
                 }
-                if let Err(error) = relay_once(Some(block)) {
-                    tracing::warn!(%error, "reading the relay stream failed; retrying");
-                    thread::sleep(block);
+                match relay_once(Some(block)) {
+                    // Redis lost this node's entry (and likely the node
+                    // counter): enter again at once, before a joining node
+                    // can take this number.
+                    Ok((_, false)) => renew_now = true,
+                    Ok((_, true)) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, "reading the relay stream failed; retrying");
+                        // Redis may have restarted empty.
+                        renew_now = true;
+                        thread::sleep(block);
+                    }
                 }
             }
             // Nothing can be queued for this node once it has left: what is
@@ -424,8 +482,8 @@ pub(crate) fn spawn_relay(
             }
             loop {
                 match relay_once(None) {
-                    Ok(true) => {}
-                    Ok(false) => break,
+                    Ok((true, _)) => {}
+                    Ok((false, _)) => break,
                     Err(error) => {
                         tracing::warn!(%error, "delivering the last relayed messages failed");
                         return;
