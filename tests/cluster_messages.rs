@@ -664,3 +664,94 @@ fn a_joining_node_never_takes_the_number_of_a_live_node_after_redis_lost_the_cou
         node.shutdown().unwrap();
     }
 }
+
+#[test]
+fn a_live_node_moves_what_a_node_whose_lease_ended_left_unread_to_a_dead_letter_stream() {
+    let server = RedisServer::start();
+    // A 1 s lease: a renews, and reaps, every third of a second.
+    let a = node_builder(server.url(), "a", 1)
+        .visibility_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let mut redis = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    // What a node killed with messages unread leaves once its lease ended;
+    // and one that left nothing but an emptied stream.
+    let (full, empty) = (AgentId::MAX_NODE, AgentId::MAX_NODE - 1);
+    let mut pipe = redis::pipe();
+    for n in [full, empty] {
+        pipe.cmd("ZADD")
+            .arg("agentry:relay:nodes")
+            .arg(1)
+            .arg(n)
+            .cmd("HSET")
+            .arg("agentry:relay:capacity")
+            .arg(n)
+            .arg(10);
+    }
+    for body in ["x", "y", "z"] {
+        pipe.cmd("XADD")
+            .arg(format!("agentry:relay:stream:{full}"))
+            .arg("*")
+            .arg("m")
+            .arg(body);
+    }
+    let emptied: String = redis::cmd("XADD")
+        .arg(format!("agentry:relay:stream:{empty}"))
+        .arg("*")
+        .arg("m")
+        .arg("gone")
+        .query(&mut redis)
+        .unwrap();
+    pipe.cmd("XDEL")
+        .arg(format!("agentry:relay:stream:{empty}"))
+        .arg(&emptied);
+    pipe.query::<()>(&mut redis).unwrap();
+    let dead = |redis: &mut redis::Connection| -> Vec<String> {
+        redis::cmd("KEYS")
+            .arg("agentry:relay:dead:*")
+            .query(redis)
+            .unwrap()
+    };
+    wait_until("a reaps the ended leases", || dead(&mut redis).len() == 1);
+    let record = dead(&mut redis).remove(0);
+    assert!(
+        record.starts_with(&format!("agentry:relay:dead:{full}:")),
+        "{record}"
+    );
+    let moved: Vec<redis::streams::StreamId> = redis::cmd("XRANGE")
+        .arg(&record)
+        .arg("-")
+        .arg("+")
+        .query::<redis::streams::StreamRangeReply>(&mut redis)
+        .unwrap()
+        .ids;
+    let bodies: Vec<String> = moved.iter().map(|e| e.get("m").unwrap()).collect();
+    assert_eq!(bodies, ["x", "y", "z"]);
+    for n in [full, empty] {
+        let (listed, bound, stream): (Option<f64>, Option<u64>, bool) = redis::pipe()
+            .cmd("ZSCORE")
+            .arg("agentry:relay:nodes")
+            .arg(n)
+            .cmd("HGET")
+            .arg("agentry:relay:capacity")
+            .arg(n)
+            .cmd("EXISTS")
+            .arg(format!("agentry:relay:stream:{n}"))
+            .query(&mut redis)
+            .unwrap();
+        assert_eq!((listed, bound, stream), (None, None, false), "node {n}");
+    }
+    // a itself stays live.
+    let inbox = a.mailbox().unwrap();
+    let b = node(&server.url(), "b", 1);
+    b.broker().send(AgentId::new(1), inbox.id(), &1u8).unwrap();
+    assert_eq!(
+        inbox.recv_timeout(PATIENCE).unwrap().body::<u8>().unwrap(),
+        1
+    );
+    a.shutdown().unwrap();
+    b.shutdown().unwrap();
+}

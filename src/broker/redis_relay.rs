@@ -12,6 +12,7 @@
 //! | `ns:relay:nodes` | sorted set: node number → end of its lease (ms, the server's clock) |
 //! | `ns:relay:capacity` | hash: node number → the bound of its relay stream |
 //! | `ns:relay:stream:<n>` | node `n`'s relay stream: one entry per message, field `m` = postcard bytes |
+//! | `ns:relay:dead:<n>:<ms>` | what node `n`'s stream held when a live node found its lease ended at `<ms>` (server clock) |
 //!
 //! # Protocol
 //!
@@ -49,8 +50,15 @@
 //!   reason [`DeadLetterReason::Full`](super::DeadLetterReason::Full).
 //! * **Leave.** On shutdown the node leaves the live set (later sends to it
 //!   fail with `NotFound`), delivers what its stream still holds, and
-//!   deletes the stream. A node killed outright leaves its unread messages
-//!   in its stream, where `XRANGE` shows them.
+//!   deletes the stream.
+//! * **Reap.** A node killed outright leaves its unread messages in its
+//!   stream. Each renewal, by any live node, also reaps the nodes whose
+//!   lease ended: their entries go, and their stream, unless empty, is
+//!   renamed to the dead-letter stream `ns:relay:dead:<n>:<ms>` (read it
+//!   with `XRANGE`; nothing deletes it) with a warning naming the node and
+//!   the count. It may also hold the last messages the node delivered (their
+//!   deletion goes with its next read). A node frozen past its lease that
+//!   resumes enters the live set again, without those messages.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -102,15 +110,32 @@ return n
 
 /// Renews the live set, and raises the counter to at least this node's
 /// number, so that after Redis lost its data (`FLUSHDB`, a restart without
-/// persistence) no node joining later takes it. KEYS: nodes, capacities,
-/// counter. ARGV: node, lease ms, capacity.
+/// persistence) no node joining later takes it. Then reaps the nodes whose
+/// lease ended: their entries go, and what their stream still holds moves
+/// to a dead-letter stream `<dead prefix><node>:<now>` (an empty stream is
+/// deleted). KEYS: nodes, capacities, counter. ARGV: node, lease ms,
+/// capacity, stream prefix, dead prefix. Returns `{node, messages moved}`
+/// for each node reaped.
 const BEAT: &str = "
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 if tonumber(redis.call('GET', KEYS[3]) or '0') < tonumber(ARGV[1]) then
   redis.call('SET', KEYS[3], ARGV[1])
 end
-return 0
+local reaped = {}
+for _, n in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)) do
+  local stream = ARGV[4] .. n
+  local left = redis.call('XLEN', stream)
+  if left > 0 then
+    redis.call('RENAME', stream, ARGV[5] .. n .. ':' .. now)
+  else
+    redis.call('DEL', stream)
+  end
+  redis.call('ZREM', KEYS[1], n)
+  redis.call('HDEL', KEYS[2], n)
+  table.insert(reaped, {tonumber(n), left})
+end
+return reaped
 ";
 
 /// Appends one message for a live node below its bound. KEYS: nodes,
@@ -187,6 +212,7 @@ pub(crate) struct RedisRelay {
     capacities: String,
     counter: String,
     prefix: String,
+    dead: String,
     stream: String,
     beat: Script,
     send: Script,
@@ -240,6 +266,7 @@ impl RedisRelay {
             })?;
         let prefix = pool.key("relay:stream:");
         Ok(RedisRelay {
+            dead: pool.key("relay:dead:"),
             nodes,
             capacities,
             counter,
@@ -255,19 +282,32 @@ impl RedisRelay {
         })
     }
 
-    /// Enters or renews the live set.
+    /// Renews the live set and reaps the nodes whose lease ended (see
+    /// [`BEAT`]), logging the messages they left undelivered.
     fn renew(&self) -> Result<()> {
-        self.pool
-            .run(Retry::Once, &|| "renew the relay lease".to_owned(), |c| {
-                self.beat
-                    .key(&self.nodes)
-                    .key(&self.capacities)
-                    .key(&self.counter)
-                    .arg(self.node)
-                    .arg(millis(self.lease))
-                    .arg(self.capacity)
-                    .invoke(c)
-            })
+        let reaped: Vec<(u32, u64)> =
+            self.pool
+                .run(Retry::Once, &|| "renew the relay lease".to_owned(), |c| {
+                    self.beat
+                        .key(&self.nodes)
+                        .key(&self.capacities)
+                        .key(&self.counter)
+                        .arg(self.node)
+                        .arg(millis(self.lease))
+                        .arg(self.capacity)
+                        .arg(&self.prefix)
+                        .arg(&self.dead)
+                        .invoke(c)
+                })?;
+        for (node, messages) in reaped.into_iter().filter(|&(_, m)| m > 0) {
+            tracing::warn!(
+                node,
+                messages,
+                record = %format!("{}{node}:*", self.dead),
+                "a node's relay lease ended with messages in its stream; moved to a dead-letter stream"
+            );
+        }
+        Ok(())
     }
 
     /// Leaves the live set: sends to this node are refused from now on.
