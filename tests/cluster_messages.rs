@@ -534,3 +534,224 @@ fn redis_down_is_a_backend_error_for_remote_sends_and_fan_outs_and_local_sends_s
     drop(a);
     drop(b);
 }
+
+#[test]
+fn a_live_node_whose_capacity_entry_is_gone_refuses_with_full_and_queues_nothing() {
+    let server = RedisServer::start();
+    let a = node(&server.url(), "a", 1);
+    let b = node(&server.url(), "b", 1);
+    let inbox = b.mailbox().unwrap();
+    let mut redis = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    // As if evicted: b's lease stays, its bound is gone until b renews
+    // (a third of the default 30 s visibility timeout from now).
+    redis::cmd("HDEL")
+        .arg("agentry:relay:capacity")
+        .arg(b.broker().node())
+        .query::<()>(&mut redis)
+        .unwrap();
+    let sent = a.broker().send(AgentId::new(1), inbox.id(), &"hi");
+    assert!(
+        matches!(sent, Err(Error::Full { agent, capacity: 0 }) if agent == inbox.id()),
+        "{sent:?}"
+    );
+    let queued: usize = redis::cmd("XLEN")
+        .arg(format!("agentry:relay:stream:{}", b.broker().node()))
+        .query(&mut redis)
+        .unwrap();
+    assert_eq!(queued, 0);
+    // A fan-out counts b as full and keeps a dead letter for it.
+    let delivery = a.broker().broadcast(AgentId::new(1), &"all").unwrap();
+    assert_eq!(delivery.relay_full(), [b.broker().node()]);
+    assert!(matches!(
+        inbox.recv_timeout(Duration::from_millis(200)),
+        Err(Error::Timeout)
+    ));
+    a.shutdown().unwrap();
+    b.shutdown().unwrap();
+}
+
+#[test]
+fn a_node_with_a_short_visibility_timeout_stays_live_while_its_relay_waits_for_messages() {
+    let server = RedisServer::start();
+    let a = node(&server.url(), "a", 1);
+    let b = node_builder(server.url(), "b", 1)
+        .visibility_timeout(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    let inbox = b.mailbox().unwrap();
+    let mut redis = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    // The relay lease has a floor well above 20 ms.
+    let (lease_end, time): (f64, (u64, u64)) = redis::pipe()
+        .cmd("ZSCORE")
+        .arg("agentry:relay:nodes")
+        .arg(b.broker().node())
+        .cmd("TIME")
+        .query(&mut redis)
+        .unwrap();
+    let now = (time.0 * 1000 + time.1 / 1000) as f64;
+    assert!(lease_end - now > 500.0, "lease ends {lease_end}, now {now}");
+    // Sends after pauses longer than b's relay blocks in a read (so it
+    // waits for messages, idle) all reach b.
+    for n in 0..10u32 {
+        thread::sleep(Duration::from_millis(150));
+        a.broker().send(AgentId::new(1), inbox.id(), &n).unwrap();
+    }
+    let got: Vec<u32> = (0..10)
+        .map(|_| inbox.recv_timeout(PATIENCE).unwrap().body().unwrap())
+        .collect();
+    assert_eq!(got, (0..10).collect::<Vec<u32>>());
+    a.shutdown().unwrap();
+    b.shutdown().unwrap();
+}
+
+#[test]
+fn a_joining_node_never_takes_the_number_of_a_live_node_after_redis_lost_the_counter() {
+    let server = RedisServer::start();
+    let a = node(&server.url(), "a", 1);
+    let b = node(&server.url(), "b", 1);
+    let mut numbers = vec![a.broker().node(), b.broker().node()];
+    let mut redis = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let listed = |redis: &mut redis::Connection, n: u32| -> bool {
+        redis::cmd("ZSCORE")
+            .arg("agentry:relay:nodes")
+            .arg(n)
+            .query::<Option<f64>>(redis)
+            .unwrap()
+            .is_some()
+    };
+    // Everything gone, as after a restart without persistence: a and b
+    // enter again on their own (well before their renewal is due, a third
+    // of the default 30 s), and raise the counter past their numbers.
+    redis::cmd("FLUSHDB").query::<()>(&mut redis).unwrap();
+    wait_until("a and b are listed again", || {
+        listed(&mut redis, numbers[0]) && listed(&mut redis, numbers[1])
+    });
+    let c = node(&server.url(), "c", 1);
+    assert!(
+        !numbers.contains(&c.broker().node()),
+        "c took {} of {numbers:?}",
+        c.broker().node()
+    );
+    numbers.push(c.broker().node());
+    // Only the counter gone: a joining node skips the numbers live nodes hold.
+    redis::cmd("DEL")
+        .arg("agentry:relay:next-node")
+        .query::<()>(&mut redis)
+        .unwrap();
+    let d = node(&server.url(), "d", 1);
+    assert!(
+        !numbers.contains(&d.broker().node()),
+        "d took {} of {numbers:?}",
+        d.broker().node()
+    );
+    // Messages reach the right node.
+    let inbox = c.mailbox().unwrap();
+    a.broker().send(AgentId::new(1), inbox.id(), &7u32).unwrap();
+    assert_eq!(
+        inbox.recv_timeout(PATIENCE).unwrap().body::<u32>().unwrap(),
+        7
+    );
+    for node in [a, b, c, d] {
+        node.shutdown().unwrap();
+    }
+}
+
+#[test]
+fn a_live_node_moves_what_a_node_whose_lease_ended_left_unread_to_a_dead_letter_stream() {
+    let server = RedisServer::start();
+    // A 1 s lease: a renews, and reaps, every third of a second.
+    let a = node_builder(server.url(), "a", 1)
+        .visibility_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let mut redis = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    // What a node killed with messages unread leaves once its lease ended;
+    // and one that left nothing but an emptied stream.
+    let (full, empty) = (AgentId::MAX_NODE, AgentId::MAX_NODE - 1);
+    let mut pipe = redis::pipe();
+    for n in [full, empty] {
+        pipe.cmd("ZADD")
+            .arg("agentry:relay:nodes")
+            .arg(1)
+            .arg(n)
+            .cmd("HSET")
+            .arg("agentry:relay:capacity")
+            .arg(n)
+            .arg(10);
+    }
+    for body in ["x", "y", "z"] {
+        pipe.cmd("XADD")
+            .arg(format!("agentry:relay:stream:{full}"))
+            .arg("*")
+            .arg("m")
+            .arg(body);
+    }
+    let emptied: String = redis::cmd("XADD")
+        .arg(format!("agentry:relay:stream:{empty}"))
+        .arg("*")
+        .arg("m")
+        .arg("gone")
+        .query(&mut redis)
+        .unwrap();
+    pipe.cmd("XDEL")
+        .arg(format!("agentry:relay:stream:{empty}"))
+        .arg(&emptied);
+    pipe.query::<()>(&mut redis).unwrap();
+    let dead = |redis: &mut redis::Connection| -> Vec<String> {
+        redis::cmd("KEYS")
+            .arg("agentry:relay:dead:*")
+            .query(redis)
+            .unwrap()
+    };
+    wait_until("a reaps the ended leases", || dead(&mut redis).len() == 1);
+    let record = dead(&mut redis).remove(0);
+    assert!(
+        record.starts_with(&format!("agentry:relay:dead:{full}:")),
+        "{record}"
+    );
+    let moved: Vec<redis::streams::StreamId> = redis::cmd("XRANGE")
+        .arg(&record)
+        .arg("-")
+        .arg("+")
+        .query::<redis::streams::StreamRangeReply>(&mut redis)
+        .unwrap()
+        .ids;
+    let bodies: Vec<String> = moved.iter().map(|e| e.get("m").unwrap()).collect();
+    assert_eq!(bodies, ["x", "y", "z"]);
+    for n in [full, empty] {
+        let (listed, bound, stream): (Option<f64>, Option<u64>, bool) = redis::pipe()
+            .cmd("ZSCORE")
+            .arg("agentry:relay:nodes")
+            .arg(n)
+            .cmd("HGET")
+            .arg("agentry:relay:capacity")
+            .arg(n)
+            .cmd("EXISTS")
+            .arg(format!("agentry:relay:stream:{n}"))
+            .query(&mut redis)
+            .unwrap();
+        assert_eq!((listed, bound, stream), (None, None, false), "node {n}");
+    }
+    // a itself stays live.
+    let inbox = a.mailbox().unwrap();
+    let b = node(&server.url(), "b", 1);
+    b.broker().send(AgentId::new(1), inbox.id(), &1u8).unwrap();
+    assert_eq!(
+        inbox.recv_timeout(PATIENCE).unwrap().body::<u8>().unwrap(),
+        1
+    );
+    a.shutdown().unwrap();
+    b.shutdown().unwrap();
+}

@@ -131,7 +131,8 @@ pub(crate) trait Remote: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// [`Error::NotFound`] when `to`'s node is not live;
     /// [`Error::Full`] when its relay stream is at its bound (`capacity` is
-    /// the bound); [`Error::Backend`] when Redis cannot be reached.
+    /// the bound, 0 while Redis lacks it); [`Error::Backend`] when Redis
+    /// cannot be reached.
     fn send(&self, to: AgentId, message: &Message) -> Result<()>;
 
     /// Queues a fan-out (broadcast, to `role` if given, or publication) for

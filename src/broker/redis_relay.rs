@@ -8,24 +8,35 @@
 //!
 //! | key | what |
 //! | --- | --- |
-//! | `ns:relay:next-node` | the node number counter (`INCR` at connect) |
+//! | `ns:relay:next-node` | the node number counter (`INCR` at join; each renewal raises it to at least the node's number) |
 //! | `ns:relay:nodes` | sorted set: node number → end of its lease (ms, the server's clock) |
 //! | `ns:relay:capacity` | hash: node number → the bound of its relay stream |
 //! | `ns:relay:stream:<n>` | node `n`'s relay stream: one entry per message, field `m` = postcard bytes |
+//! | `ns:relay:dead:<n>:<ms>` | what node `n`'s stream held when a live node found its lease ended at `<ms>` (server clock) |
 //!
 //! # Protocol
 //!
-//! * **Join.** At connect a node takes a fresh number (`INCR`), which its
-//!   agent ids carry in their high bits ([`AgentId::node`]), and enters the
-//!   live set with a lease (the orchestrator's visibility timeout), renewed
-//!   every third of it by the relay thread. A node that stops answering
-//!   leaves the live set when its lease ends; a node that shuts down leaves
-//!   it at once.
+//! * **Join.** At connect a node takes a fresh number (`INCR`, skipping
+//!   any a live node holds), which its agent ids carry in their high bits
+//!   ([`AgentId::node`]), and enters the live set with a lease (the
+//!   orchestrator's visibility timeout, at least 1 s), renewed every third
+//!   of it by the relay thread, which blocks in a read for at most a
+//!   quarter of it. A node that stops answering leaves the live set when
+//!   its lease ends; a node that shuts down leaves it at once.
+//! * **Redis losing its data** (`FLUSHDB`, a restart without persistence)
+//!   resets the counter. Each read of the relay thread also checks that
+//!   its node is still listed, and a failed read may mean a restart: either
+//!   way the node renews at once, which lists it again and raises the
+//!   counter past its number. Only a node joining in that gap (one read of
+//!   at most 100 ms, plus reconnecting after a restart) can take the
+//!   number of a live node.
 //! * **Send.** One script checks that the recipient's node is live and that
 //!   its stream is below its bound, then `XADD`s the message: a dead node is
 //!   [`Error::NotFound`] and a full stream [`Error::Full`], answered in the
-//!   same round trip. Nothing is trimmed away (no `MAXLEN`): a message is
-//!   refused, never dropped silently.
+//!   same round trip. A live node whose capacity entry is missing (deleted
+//!   or evicted; its next renewal writes it again) counts as full, bound 0.
+//!   Nothing is trimmed away (no `MAXLEN`): a message is refused, never
+//!   dropped silently.
 //! * **Fan-out.** One script appends a broadcast or publication to the
 //!   stream of every other live node below its bound, and names the full
 //!   ones.
@@ -39,8 +50,15 @@
 //!   reason [`DeadLetterReason::Full`](super::DeadLetterReason::Full).
 //! * **Leave.** On shutdown the node leaves the live set (later sends to it
 //!   fail with `NotFound`), delivers what its stream still holds, and
-//!   deletes the stream. A node killed outright leaves its unread messages
-//!   in its stream, where `XRANGE` shows them.
+//!   deletes the stream.
+//! * **Reap.** A node killed outright leaves its unread messages in its
+//!   stream. Each renewal, by any live node, also reaps the nodes whose
+//!   lease ended: their entries go, and their stream, unless empty, is
+//!   renamed to the dead-letter stream `ns:relay:dead:<n>:<ms>` (read it
+//!   with `XRANGE`; nothing deletes it) with a warning naming the node and
+//!   the count. It may also hold the last messages the node delivered (their
+//!   deletion goes with its next read). A node frozen past its lease that
+//!   resumes enters the live set again, without those messages.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,29 +83,80 @@ pub const DEFAULT_RELAY_CAPACITY: usize = 10_000;
 const BATCH: usize = 512;
 /// Longest a relay thread blocks in one read, so it sees `stop` promptly.
 const MAX_BLOCK: Duration = Duration::from_millis(100);
+/// The shortest relay lease: a shorter visibility timeout would leave a
+/// healthy node out of the live set whenever a renewal round trip or a
+/// pause of its relay thread runs late (its senders told `NotFound`).
+const MIN_LEASE: Duration = Duration::from_secs(1);
 
 /// The server's clock in ms, inside a script.
 const NOW: &str = "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n";
 
-/// Enters or renews the live set. KEYS: nodes, capacities. ARGV: node,
-/// lease ms, capacity.
+/// Takes the next node number no live node holds (the counter may lag
+/// behind the live set when Redis lost it), and enters the live set with
+/// it unless it is past the largest. KEYS: counter, nodes, capacities.
+/// ARGV: lease ms, capacity, largest number. Returns the number.
+const JOIN: &str = "
+local n
+repeat
+  n = redis.call('INCR', KEYS[1])
+  local lease = redis.call('ZSCORE', KEYS[2], n)
+until not lease or tonumber(lease) < now
+if n <= tonumber(ARGV[3]) then
+  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[1]), n)
+  redis.call('HSET', KEYS[3], n, ARGV[2])
+end
+return n
+";
+
+/// Renews the live set, and raises the counter to at least this node's
+/// number, so that after Redis lost its data (`FLUSHDB`, a restart without
+/// persistence) no node joining later takes it. Then reaps the nodes whose
+/// lease ended: their entries go, and what their stream still holds moves
+/// to a dead-letter stream `<dead prefix><node>:<now>` (an empty stream is
+/// deleted). KEYS: nodes, capacities, counter. ARGV: node, lease ms,
+/// capacity, stream prefix, dead prefix. Returns `{node, messages moved}`
+/// for each node reaped.
 const BEAT: &str = "
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-return 0
+if tonumber(redis.call('GET', KEYS[3]) or '0') < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[3], ARGV[1])
+end
+local reaped = {}
+for _, n in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)) do
+  local stream = ARGV[4] .. n
+  local left = redis.call('XLEN', stream)
+  if left > 0 then
+    redis.call('RENAME', stream, ARGV[5] .. n .. ':' .. now)
+  else
+    redis.call('DEL', stream)
+  end
+  redis.call('ZREM', KEYS[1], n)
+  redis.call('HDEL', KEYS[2], n)
+  table.insert(reaped, {tonumber(n), left})
+end
+return reaped
 ";
 
 /// Appends one message for a live node below its bound. KEYS: nodes,
-/// capacities, stream. ARGV: node, message. Returns 0 when queued, -1 when
-/// the node is not live, else the bound it is at.
+/// capacities, stream. ARGV: node, message. Returns a status ([`QUEUED`],
+/// [`NOT_LIVE`], [`AT_BOUND`]) and the bound, apart: a missing capacity
+/// entry reads as bound 0 (the stream counts as full until the node's next
+/// renewal writes the entry again), so the bound alone cannot say queued.
 const SEND: &str = "
 local lease = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not lease or tonumber(lease) < now then return -1 end
+if not lease or tonumber(lease) < now then return {-1, 0} end
 local bound = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-if redis.call('XLEN', KEYS[3]) >= bound then return bound end
+if redis.call('XLEN', KEYS[3]) >= bound then return {1, bound} end
 redis.call('XADD', KEYS[3], '*', 'm', ARGV[2])
-return 0
+return {0, 0}
 ";
+/// [`SEND`]'s status: the message is in the stream.
+const QUEUED: i64 = 0;
+/// [`SEND`]'s status: the node holds no lease.
+const NOT_LIVE: i64 = -1;
+/// [`SEND`]'s status: the stream is at its bound (`bound` follows).
+const AT_BOUND: i64 = 1;
 
 /// Appends one message for every other live node below its bound. KEYS:
 /// nodes, capacities. ARGV: this node, stream prefix, message. Returns the
@@ -141,7 +210,9 @@ pub(crate) struct RedisRelay {
     lease: Duration,
     nodes: String,
     capacities: String,
+    counter: String,
     prefix: String,
+    dead: String,
     stream: String,
     beat: Script,
     send: Script,
@@ -149,8 +220,9 @@ pub(crate) struct RedisRelay {
 }
 
 impl RedisRelay {
-    /// Takes a node number and enters the live set for `lease`; the stream
-    /// holds at most `capacity` undelivered messages.
+    /// Takes a node number and enters the live set for `lease` (at least
+    /// [`MIN_LEASE`]); the stream holds at most `capacity` undelivered
+    /// messages.
     ///
     /// # Errors
     ///
@@ -169,8 +241,18 @@ impl RedisRelay {
         }
         let pool = Pool::connect(config, None)?;
         let counter = pool.key("relay:next-node");
-        let node: u64 = pool.run(Retry::Never, &|| "take a node number".to_owned(), |c| {
-            ::redis::cmd("INCR").arg(&counter).query(c)
+        let nodes = pool.key("relay:nodes");
+        let capacities = pool.key("relay:capacity");
+        let lease = lease.max(MIN_LEASE);
+        let join = Script::new(&format!("{NOW}{JOIN}"));
+        let node: u64 = pool.run(Retry::Never, &|| "join the relay".to_owned(), |c| {
+            join.key(&counter)
+                .key(&nodes)
+                .key(&capacities)
+                .arg(millis(lease))
+                .arg(capacity)
+                .arg(AgentId::MAX_NODE)
+                .invoke(c)
         })?;
         let node = u32::try_from(node)
             .ok()
@@ -183,9 +265,11 @@ impl RedisRelay {
                 ))
             })?;
         let prefix = pool.key("relay:stream:");
-        let relay = RedisRelay {
-            nodes: pool.key("relay:nodes"),
-            capacities: pool.key("relay:capacity"),
+        Ok(RedisRelay {
+            dead: pool.key("relay:dead:"),
+            nodes,
+            capacities,
+            counter,
             stream: format!("{prefix}{node}"),
             prefix,
             pool,
@@ -195,23 +279,35 @@ impl RedisRelay {
             beat: Script::new(&format!("{NOW}{BEAT}")),
             send: Script::new(&format!("{NOW}{SEND}")),
             fan_out: Script::new(&format!("{NOW}{FAN_OUT}")),
-        };
-        relay.renew()?;
-        Ok(relay)
+        })
     }
 
-    /// Enters or renews the live set.
+    /// Renews the live set and reaps the nodes whose lease ended (see
+    /// [`BEAT`]), logging the messages they left undelivered.
     fn renew(&self) -> Result<()> {
-        self.pool
-            .run(Retry::Once, &|| "renew the relay lease".to_owned(), |c| {
-                self.beat
-                    .key(&self.nodes)
-                    .key(&self.capacities)
-                    .arg(self.node)
-                    .arg(u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX))
-                    .arg(self.capacity)
-                    .invoke(c)
-            })
+        let reaped: Vec<(u32, u64)> =
+            self.pool
+                .run(Retry::Once, &|| "renew the relay lease".to_owned(), |c| {
+                    self.beat
+                        .key(&self.nodes)
+                        .key(&self.capacities)
+                        .key(&self.counter)
+                        .arg(self.node)
+                        .arg(millis(self.lease))
+                        .arg(self.capacity)
+                        .arg(&self.prefix)
+                        .arg(&self.dead)
+                        .invoke(c)
+                })?;
+        for (node, messages) in reaped.into_iter().filter(|&(_, m)| m > 0) {
+            tracing::warn!(
+                node,
+                messages,
+                record = %format!("{}{node}:*", self.dead),
+                "a node's relay lease ended with messages in its stream; moved to a dead-letter stream"
+            );
+        }
+        Ok(())
     }
 
     /// Leaves the live set: sends to this node are refused from now on.
@@ -233,17 +329,19 @@ impl RedisRelay {
 
     /// Deletes the entries delivered (`done`), then reads what follows
     /// `last`, waiting at most `block` for something to arrive (not at all
-    /// without one).
+    /// without one). Also says whether this node is in the live set, which
+    /// it leaves only by `leave` unless Redis lost its data.
     fn read(
         &self,
         done: &[String],
         last: &str,
         block: Option<Duration>,
-    ) -> Result<StreamReadReply> {
+    ) -> Result<(bool, StreamReadReply)> {
         let mut pipe = ::redis::pipe();
         if !done.is_empty() {
             pipe.cmd("XDEL").arg(&self.stream).arg(done).ignore();
         }
+        pipe.cmd("ZSCORE").arg(&self.nodes).arg(self.node);
         let read = pipe.cmd("XREAD").arg("COUNT").arg(BATCH);
         if let Some(block) = block {
             // At least 1 ms: `BLOCK 0` would wait forever.
@@ -251,12 +349,12 @@ impl RedisRelay {
                 .arg(block.as_millis().clamp(1, u128::from(u32::MAX)) as u64);
         }
         read.arg("STREAMS").arg(&self.stream).arg(last);
-        let (read,): (Option<StreamReadReply>,) = self.pool.run(
+        let (lease, read): (Option<f64>, Option<StreamReadReply>) = self.pool.run(
             Retry::Once,
             &|| format!("read the relay stream {}", self.stream),
             |c| pipe.query(c),
         )?;
-        Ok(read.unwrap_or_default())
+        Ok((lease.is_some(), read.unwrap_or_default()))
     }
 
     fn delete_stream(&self) -> Result<()> {
@@ -275,7 +373,7 @@ impl Remote for RedisRelay {
     fn send(&self, to: AgentId, message: &Message) -> Result<()> {
         let bytes = encode(Some(to), message, None)?;
         let stream = format!("{}{}", self.prefix, to.node());
-        let answer: i64 =
+        let (status, bound): (i64, i64) =
             self.pool
                 .run(Retry::Never, &|| format!("relay a message to {to}"), |c| {
                     self.send
@@ -286,14 +384,15 @@ impl Remote for RedisRelay {
                         .arg(&bytes[..])
                         .invoke(c)
                 })?;
-        match answer {
-            0 => Ok(()),
-            -1 => Err(Error::unknown_agent(to)),
-            bound => Err(Error::Full {
+        let unexpected = || unexpected("relay a message", &format!("[{status}, {bound}]"));
+        match status {
+            QUEUED => Ok(()),
+            NOT_LIVE => Err(Error::unknown_agent(to)),
+            AT_BOUND => Err(Error::Full {
                 agent: to,
-                capacity: usize::try_from(bound)
-                    .map_err(|_| unexpected("relay a message", &bound.to_string()))?,
+                capacity: usize::try_from(bound).map_err(|_| unexpected())?,
             }),
+            _ => Err(unexpected()),
         }
     }
 
@@ -323,6 +422,11 @@ impl std::fmt::Debug for RedisRelay {
             .field("capacity", &self.capacity)
             .finish()
     }
+}
+
+/// `duration` in whole ms, as a script argument.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn encode(to: Option<AgentId>, message: &Message, role: Option<&Role>) -> Result<Vec<u8>> {
@@ -364,12 +468,18 @@ pub(crate) fn spawn_relay(
     let thread = thread::Builder::new()
         .name("agentry-redis-relay".into())
         .spawn(move || {
-            let block = MAX_BLOCK.min(relay.pool.config().command_timeout() / 2);
+            // Short enough for the renewal, due every third of the lease,
+            // to come well before the lease ends.
+            let block = MAX_BLOCK
+                .min(relay.pool.config().command_timeout() / 2)
+                .min(relay.lease / 4);
             let mut last = "0-0".to_owned();
             let mut done: Vec<String> = Vec::new();
             let mut renewed = Instant::now();
-            let mut relay_once = |block: Option<Duration>| -> Result<bool> {
-                let read = relay.read(&done, &last, block)?;
+            let mut renew_now = false;
+            // Whether anything was read, and whether this node is listed.
+            let mut relay_once = |block: Option<Duration>| -> Result<(bool, bool)> {
+                let (listed, read) = relay.read(&done, &last, block)?;
                 done.clear();
                 let mut any = false;
                 for entry in read.keys.into_iter().flat_map(|key| key.ids) {
@@ -381,18 +491,27 @@ pub(crate) fn spawn_relay(
                     last.clone_from(&entry.id);
                     done.push(entry.id);
                 }
-                Ok(any)
+                Ok((any, listed))
             };
             while !stop.load(Ordering::Acquire) {
-                if renewed.elapsed() >= relay.lease / 3 {
+                if renew_now || renewed.elapsed() >= relay.lease / 3 {
                     match relay.renew() {
-                        Ok(()) => renewed = Instant::now(),
+                        Ok(()) => (renewed, renew_now) = (Instant::now(), false),
                         Err(error) => tracing::warn!(%error, "renewing the relay lease failed"),
                     }
                 }
-                if let Err(error) = relay_once(Some(block)) {
-                    tracing::warn!(%error, "reading the relay stream failed; retrying");
-                    thread::sleep(block);
+                match relay_once(Some(block)) {
+                    // Redis lost this node's entry (and likely the node
+                    // counter): enter again at once, before a joining node
+                    // can take this number.
+                    Ok((_, false)) => renew_now = true,
+                    Ok((_, true)) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, "reading the relay stream failed; retrying");
+                        // Redis may have restarted empty.
+                        renew_now = true;
+                        thread::sleep(block);
+                    }
                 }
             }
             // Nothing can be queued for this node once it has left: what is
@@ -403,8 +522,8 @@ pub(crate) fn spawn_relay(
             }
             loop {
                 match relay_once(None) {
-                    Ok(true) => {}
-                    Ok(false) => break,
+                    Ok((true, _)) => {}
+                    Ok((false, _)) => break,
                     Err(error) => {
                         tracing::warn!(%error, "delivering the last relayed messages failed");
                         return;
