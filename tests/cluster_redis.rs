@@ -1112,3 +1112,147 @@ fn a_node_killed_mid_work_loses_no_accepted_task() {
     drop(children);
     parent.shutdown().unwrap();
 }
+
+/// A node of `agents` agents whose tasks of kind `long` wait for the
+/// returned release; every task started is logged, in order.
+fn gated_node(
+    url: &str,
+    name: &str,
+    agents: usize,
+    visibility: Duration,
+    retention: usize,
+) -> (
+    Orchestrator,
+    Arc<std::sync::atomic::AtomicBool>,
+    Arc<Mutex<Vec<agentry::TaskId>>>,
+) {
+    let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let started = Arc::new(Mutex::new(Vec::new()));
+    let (gate, log) = (Arc::clone(&release), Arc::clone(&started));
+    let orchestrator = Orchestrator::builder()
+        .agents(Role::Researcher, agents, move || {
+            let (gate, log) = (Arc::clone(&gate), Arc::clone(&log));
+            move |task: &Task, _: &AgentContext| -> Result<Output, TaskError> {
+                log.lock().unwrap().push(task.id());
+                while task.kind() == "long" && !gate.load(std::sync::atomic::Ordering::Acquire) {
+                    thread::sleep(Duration::from_millis(5));
+                }
+                Ok(Output::empty())
+            }
+        })
+        .autoscale(AutoscalePolicy::disabled())
+        .redis(url)
+        .node(name)
+        .visibility_timeout(visibility)
+        .result_retention(retention)
+        .build()
+        .unwrap();
+    (orchestrator, release, started)
+}
+
+fn long() -> Task {
+    Task::new("long").with_role(Role::Researcher)
+}
+
+#[test]
+fn a_long_task_s_result_is_kept_past_the_retention_of_results_stored_before_it() {
+    let server = RedisServer::start();
+    let (a, release, started) = gated_node(&server.url(), "a", 2, VISIBILITY, 2);
+    let slow = a.submit(long()).unwrap();
+    wait_until("the long task starts", || {
+        started.lock().unwrap().contains(&slow)
+    });
+    // Later ids, finished first: the retention counts in finish order.
+    // One agent is free: they run and are stored in order.
+    let quick = a.submit_batch((0..3).map(|_| job())).unwrap();
+    a.wait(quick[2], PATIENCE).unwrap();
+    release.store(true, std::sync::atomic::Ordering::Release);
+    let result = a.wait(slow, PATIENCE).unwrap();
+    assert_eq!(result.status(), TaskStatus::Succeeded, "{result:?}");
+    let kept: Vec<bool> = quick.iter().map(|id| a.result(*id).is_some()).collect();
+    assert_eq!(kept, [false, false, true], "the oldest stored are evicted");
+    a.shutdown().unwrap();
+}
+
+#[test]
+fn a_result_stored_while_the_groups_are_gone_still_settles_its_dependents() {
+    let server = RedisServer::start();
+    let url = server.url();
+    // A long visibility timeout: no refresh re-creates the groups early.
+    let (a, release, started) = gated_node(&url, "a", 1, Duration::from_secs(60), 100);
+    let slow = a.submit(long()).unwrap();
+    let filler = a.submit(job()).unwrap();
+    wait_until("the node runs one task and holds the other", || {
+        started.lock().unwrap().contains(&slow)
+            && pending_by_consumer(&url) == [("a".to_owned(), 2)]
+    });
+    // Its hands full, the pump sends no command that would find the groups
+    // missing before the long task's result is stored.
+    let mut connection = raw(&url);
+    for rank in 0..4 {
+        let _: i64 = redis::cmd("XGROUP")
+            .arg("DESTROY")
+            .arg(format!("agentry:tasks:researcher:{rank}"))
+            .arg("agentry")
+            .query(&mut connection)
+            .unwrap();
+    }
+    let dependent = a.submit(job().after(slow)).unwrap();
+    release.store(true, std::sync::atomic::Ordering::Release);
+    for id in [slow, filler, dependent] {
+        let result = a.wait(id, PATIENCE).unwrap();
+        assert_eq!(result.status(), TaskStatus::Succeeded, "{result:?}");
+    }
+    a.shutdown().unwrap();
+}
+
+#[test]
+fn a_cancel_on_a_node_whose_task_another_node_took_over_asks_the_new_holder() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let (a, release, started) = gated_node(&url, "a", 1, Duration::from_secs(60), 100);
+    let slow = a.submit(long()).unwrap();
+    let held = a.submit(job()).unwrap();
+    wait_until("the node runs one task and holds the other", || {
+        started.lock().unwrap().contains(&slow)
+            && pending_by_consumer(&url) == [("a".to_owned(), 2)]
+    });
+    // Node `b` takes `held` over, as after `a` froze past the visibility
+    // timeout; `a` has not refreshed since, and `b` has started it.
+    let mut connection = raw(&url);
+    let at: String = redis::cmd("HGET")
+        .arg("agentry:tasks:index")
+        .arg(held.get())
+        .query(&mut connection)
+        .unwrap();
+    let (entry, stream) = at.split_once(' ').unwrap();
+    let _: redis::Value = redis::cmd("XCLAIM")
+        .arg(stream)
+        .arg("agentry")
+        .arg("b")
+        .arg(0)
+        .arg(entry)
+        .arg("JUSTID")
+        .query(&mut connection)
+        .unwrap();
+    let answer = thread::spawn(move || {
+        wait_until("the cancel request reaches b", || {
+            redis::cmd("SISMEMBER")
+                .arg("agentry:tasks:cancels:b")
+                .arg(held.get())
+                .query(&mut connection)
+                .unwrap()
+        });
+        let _: () = redis::cmd("HSET")
+            .arg("agentry:tasks:cancel-answers")
+            .arg(held.get())
+            .arg("started")
+            .query(&mut connection)
+            .unwrap();
+    });
+    assert!(!a.cancel(held).unwrap(), "b runs it: not cancelled");
+    answer.join().unwrap();
+    release.store(true, std::sync::atomic::Ordering::Release);
+    a.wait(slow, PATIENCE).unwrap();
+    a.shutdown().unwrap();
+}

@@ -590,16 +590,11 @@ impl Orchestrator {
     pub fn cancel(&self, id: TaskId) -> Result<bool> {
         #[cfg(feature = "redis")]
         if let Some(queue) = &self.shared.redis {
-            if !queue.holds(id) {
-                return queue.cancel(id);
-            }
-            // Held here: unknown to the distributor only in the instant
-            // between the pump's claim and its hand-over; then the request
-            // goes through Redis, and the pump answers it.
-            return match self.cancel_here(id) {
-                Err(Error::NotFound { .. }) => queue.cancel(id),
-                other => other,
-            };
+            // Always through Redis, even for a task in hand here: only the
+            // group knows whether this node still holds it (another node
+            // may have taken it over while this one was frozen or cut off);
+            // if it does, this node's pump answers within its cancel poll.
+            return queue.cancel(id);
         }
         self.cancel_here(id)
     }

@@ -20,7 +20,8 @@
 //! | `ns:tasks:waiting`, `:waiting:count`, `:waiting:stream` | hashes: task id → the record, the count of unmet dependencies and the stream of a task waiting for its dependencies |
 //! | `ns:tasks:dependents:<id>` | set: the waiting tasks that depend on task `id` |
 //! | `ns:results` | hash: task id → postcard result |
-//! | `ns:results:order` | sorted set of result ids, to evict the oldest past the retention |
+//! | `ns:results:order` | sorted set of result ids scored by when they were stored, to evict the oldest past the retention |
+//! | `ns:results:seq` | the counter that orders stored results (`INCR`) |
 //! | `ns:nodes` | hash: node name → its last heartbeat (ms since the Unix epoch, on the Redis server's clock) and agent count |
 //!
 //! # Protocol
@@ -99,8 +100,9 @@
 //!   failure, cancellation or timeout fails them at once, naming it, and
 //!   their own dependents in turn. A dependency unknown to the cluster (no
 //!   outcome, entry or waiting record) is [`Error::NotFound`] at submit.
-//! * **Cancel.** `cancel` on a node holding the task cancels it locally (if
-//!   not started). Otherwise one script finds the entry through the index:
+//! * **Cancel.** `cancel` on any node, the holder included (only the group
+//!   knows whether a node that was frozen still holds a task), runs one
+//!   script that finds the entry through the index:
 //!   not delivered yet, it is deleted and the Cancelled result stored at
 //!   once; delivered, the task id goes into the holder's cancel set and the
 //!   requests hash. Every holder's pump takes its cancel set every 10 ms
@@ -164,10 +166,13 @@ local function varint(n)
   until n == 0
   return table.concat(out)
 end
+local function ordered(id)
+  redis.call('ZADD', P .. 'results:order', redis.call('INCR', P .. 'results:seq'), id)
+end
 local function store_failed(id, reason)
   redis.call('HSET', P .. 'results', id,
     varint(tonumber(id)) .. string.char(0, 1) .. varint(#reason) .. reason .. string.char(0, 0, 0, 3))
-  redis.call('ZADD', P .. 'results:order', id, id)
+  ordered(id)
   redis.call('HSET', P .. 'tasks:outcomes', id, 'failed: ' .. reason)
 end
 local function unwait(id)
@@ -258,7 +263,9 @@ return 0
 "
 );
 
-/// Stores a result and its outcome, acknowledges and deletes its entry,
+/// Stores a result and its outcome (ordered by when it was stored, not by
+/// task id, so a long task's result is not the first evicted),
+/// acknowledges and deletes its entry,
 /// forgets its takeover count, its index row and any cancel request,
 /// settles its dependents, evicts past the retention. KEYS: results,
 /// order, stream, takeovers, index, cancel requests. ARGV: id, result
@@ -270,7 +277,8 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HDEL', KEYS[4], ARGV[1])
 redis.call('HDEL', KEYS[5], ARGV[1])
 redis.call('HDEL', KEYS[6], ARGV[1])
-redis.call('ZADD', KEYS[2], ARGV[1], ARGV[1])
+ordered(ARGV[1])
+-- A group or stream lost to a flush fails neither (XACK answers 0).
 redis.call('XACK', KEYS[3], ARGV[3], ARGV[4])
 redis.call('XDEL', KEYS[3], ARGV[4])
 redis.call('HSET', P .. 'tasks:outcomes', ARGV[1], ARGV[6])
@@ -368,7 +376,7 @@ const CANCEL: &str = concat!(
     r"
 local function cancelled()
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-  redis.call('ZADD', KEYS[2], ARGV[1], ARGV[1])
+  ordered(ARGV[1])
   redis.call('HSET', P .. 'tasks:outcomes', ARGV[1], ARGV[6])
   settle(ARGV[1], ARGV[6])
   evict(tonumber(ARGV[4]))
@@ -1212,13 +1220,9 @@ impl RedisQueue {
         Ok(ids)
     }
 
-    /// Whether this node holds task `id` (claimed, not finished).
-    pub(crate) fn holds(&self, id: TaskId) -> bool {
-        self.in_hand.lock().contains_key(&id)
-    }
-
-    /// Cancels a task this node does not hold, for `Orchestrator::cancel`:
-    /// at once if no node took it yet; else asks its holder, which cancels
+    /// Cancels any task of the cluster, for `Orchestrator::cancel`: at
+    /// once if no node took it yet; else asks its holder (this node too,
+    /// through its own cancel set), which cancels
     /// it unless it started, and waits for the outcome, at most twice the
     /// visibility timeout (a holder that died meanwhile leaves the request
     /// to the node that takes its tasks over).
@@ -1276,7 +1280,7 @@ impl RedisQueue {
     /// Waits for the holder's answer to a cancel request: a stored result
     /// (cancelled or not), or its word that the task started.
     fn await_cancel(&self, id: TaskId) -> Result<bool> {
-        let deadline = crate::clock::deadline_after(self.visibility * 2);
+        let deadline = crate::clock::deadline_after(cancel_patience(self.visibility));
         loop {
             if let Some(result) = self.result(id)? {
                 return Ok(result.status() == TaskStatus::Cancelled);
@@ -1716,6 +1720,12 @@ fn outcome(result: &TaskResult) -> String {
     }
 }
 
+/// How long a cancel waits for the holder's answer: twice the visibility
+/// timeout, saturating (the builder accepts any timeout above its floor).
+fn cancel_patience(visibility: Duration) -> Duration {
+    visibility.saturating_mul(2)
+}
+
 /// How often a node writes its heartbeat: a twelfth of the visibility
 /// timeout.
 fn heartbeat_interval(visibility: Duration) -> Duration {
@@ -1740,5 +1750,14 @@ mod tests {
         let result = TaskResult::failed(TaskId::new(300), TaskStatus::Failed, "why".into(), 0);
         let bytes = postcard::to_stdvec(&ResultRecord::from(&result)).unwrap();
         assert_eq!(bytes, [0xAC, 0x02, 0, 1, 3, b'w', b'h', b'y', 0, 0, 0, 3]);
+    }
+
+    #[test]
+    fn a_huge_visibility_timeout_does_not_overflow_the_cancel_wait() {
+        assert_eq!(cancel_patience(Duration::MAX), Duration::MAX);
+        assert_eq!(
+            cancel_patience(Duration::from_secs(3)),
+            Duration::from_secs(6)
+        );
     }
 }
