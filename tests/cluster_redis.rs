@@ -1256,3 +1256,28 @@ fn a_cancel_on_a_node_whose_task_another_node_took_over_asks_the_new_holder() {
     a.wait(slow, PATIENCE).unwrap();
     a.shutdown().unwrap();
 }
+
+#[test]
+fn a_node_shutting_down_keeps_its_running_task_its_own_until_it_ends() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let (a, release, _) = gated_node(&url, "a", 1, VISIBILITY, 100);
+    let slow = a.submit(long()).unwrap();
+    wait_until("a holds the long task", || {
+        pending_by_consumer(&url) == [("a".to_owned(), 1)]
+    });
+    let (b, release_b, on_b) = gated_node(&url, "b", 1, VISIBILITY, 100);
+    release_b.store(true, std::sync::atomic::Ordering::Release);
+    let began = millis_now();
+    let stopping = thread::spawn(move || a.shutdown());
+    // Twice the visibility timeout into the shutdown, `a` still beats.
+    wait_until("a beats on while its task runs", || {
+        heartbeat_of(&url, "a") > began + 2 * VISIBILITY.as_millis() as u64
+    });
+    release.store(true, std::sync::atomic::Ordering::Release);
+    stopping.join().unwrap().unwrap();
+    let result = b.wait(slow, PATIENCE).unwrap();
+    assert_eq!(result.status(), TaskStatus::Succeeded, "{result:?}");
+    assert!(!on_b.lock().unwrap().contains(&slow), "ran twice");
+    b.shutdown().unwrap();
+}

@@ -260,9 +260,9 @@ pub struct Orchestrator {
     /// With a state directory: the thread following the election.
     /// Dropping the sender stops it.
     leadership: Option<(JoinHandle<()>, Sender<()>)>,
-    /// As a Redis cluster node: the thread pulling tasks, and its stop flag.
+    /// As a Redis cluster node: the thread pulling tasks, and its controls.
     #[cfg(feature = "redis")]
-    pump: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
+    pump: Option<(JoinHandle<()>, Arc<redis_queue::PumpControl>)>,
     /// As a Redis cluster node: the thread relaying messages from the
     /// other nodes, and its stop flag.
     #[cfg(feature = "redis")]
@@ -452,16 +452,16 @@ impl Orchestrator {
         )?);
         #[cfg(feature = "redis")]
         if let Some(queue) = &shared.redis {
-            let stop = Arc::new(AtomicBool::new(false));
+            let control = Arc::new(redis_queue::PumpControl::default());
             let agents = config.specs.iter().map(|(spec, _)| spec.count).sum();
             orchestrator.pump = Some((
                 redis_queue::spawn_pump(
                     Arc::clone(&shared),
                     Arc::clone(queue),
                     agents,
-                    Arc::clone(&stop),
+                    Arc::clone(&control),
                 )?,
-                stop,
+                control,
             ));
         }
         #[cfg(feature = "redis")]
@@ -796,10 +796,13 @@ impl Orchestrator {
         self.shut_down = true;
         // A cluster node stops pulling first; the tasks it holds and has not
         // started are left pending in Redis, for another node to take over.
+        // Its pump goes on beating and refreshing the running ones until
+        // they end (below), so no node takes them over meanwhile.
         #[cfg(feature = "redis")]
-        if let Some((pump, stop)) = self.pump.take() {
-            stop.store(true, Ordering::Release);
-            let _ = pump.join();
+        let pump = self.pump.take();
+        #[cfg(feature = "redis")]
+        if let Some((_, control)) = &pump {
+            control.drain.store(true, Ordering::Release);
         }
         // It leaves the relay and delivers what other nodes sent before the
         // agents stop reading.
@@ -812,6 +815,8 @@ impl Orchestrator {
         self.shared.distributor.lock().close(&mut fx);
         self.shared.apply(&mut fx);
         let Some(supervisor) = self.supervisor.take() else {
+            #[cfg(feature = "redis")]
+            end_pump(pump);
             self.stop_durable();
             return Ok(());
         };
@@ -827,6 +832,8 @@ impl Orchestrator {
         if stuck.is_ok() {
             let _ = supervisor.join();
         }
+        #[cfg(feature = "redis")]
+        end_pump(pump);
         self.stop_durable();
         let stuck = stuck.map_err(|_| Error::Timeout)?;
         if stuck.is_empty() {
@@ -835,6 +842,15 @@ impl Orchestrator {
             tracing::warn!(?stuck, "agents still running at the shutdown timeout");
             Err(Error::Timeout)
         }
+    }
+}
+
+/// Ends a cluster node's pump once its agents ended.
+#[cfg(feature = "redis")]
+fn end_pump(pump: Option<(JoinHandle<()>, Arc<redis_queue::PumpControl>)>) {
+    if let Some((pump, control)) = pump {
+        control.stop.store(true, Ordering::Release);
+        let _ = pump.join();
     }
 }
 

@@ -119,7 +119,7 @@
 //!   meanwhile go in one pipeline (one round trip, and one fsync on a server
 //!   with `appendfsync always`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
@@ -1179,9 +1179,16 @@ impl RedisQueue {
     /// them. Returns the tasks whose entries
     /// another node took over (or that were acknowledged meanwhile), marked
     /// lost: the caller cancels them here unless they started.
-    fn refresh(&self) -> Result<Vec<TaskId>> {
+    /// Entries of the tasks in `skip` are not refreshed (a shutting-down
+    /// node's tasks it will not run).
+    fn refresh(&self, skip: &HashSet<TaskId>) -> Result<Vec<TaskId>> {
         let mut by_stream: HashMap<String, Vec<String>> = HashMap::new();
-        for entry in self.in_hand.lock().values().filter(|e| !e.lost) {
+        for (_, entry) in self
+            .in_hand
+            .lock()
+            .iter()
+            .filter(|(id, e)| !e.lost && !skip.contains(id))
+        {
             by_stream
                 .entry(entry.stream.clone())
                 .or_default()
@@ -1545,13 +1552,24 @@ impl std::fmt::Debug for RedisQueue {
     }
 }
 
+/// What the orchestrator tells its pump at shutdown.
+#[derive(Debug, Default)]
+pub(crate) struct PumpControl {
+    /// Claim no more tasks, but go on writing heartbeats, refreshing the
+    /// tasks still running and answering cancel requests, so that no node
+    /// takes over a task this one is finishing.
+    pub(crate) drain: AtomicBool,
+    /// End the pump.
+    pub(crate) stop: AtomicBool,
+}
+
 /// The pump: keeps this node's agents fed from the cluster's streams and
-/// refreshes what it holds. Ends when `stop` is set.
+/// refreshes what it holds. Ends when `control.stop` is set.
 pub(crate) fn spawn_pump(
     shared: Arc<Shared>,
     queue: Arc<RedisQueue>,
     agents: usize,
-    stop: Arc<AtomicBool>,
+    control: Arc<PumpControl>,
 ) -> Result<JoinHandle<()>> {
     let thread = thread::Builder::new()
         .name("agentry-redis-pump".into())
@@ -1562,7 +1580,8 @@ pub(crate) fn spawn_pump(
             let mut refreshed: Option<Instant> = None;
             let mut beaten: Option<Instant> = None;
             let mut polled = Instant::now();
-            while !stop.load(Ordering::Acquire) {
+            while !control.stop.load(Ordering::Acquire) {
+                let draining = control.drain.load(Ordering::Acquire);
                 if polled.elapsed() >= CANCEL_POLL {
                     polled = Instant::now();
                     honour_cancels(&shared, &queue);
@@ -1590,7 +1609,15 @@ pub(crate) fn spawn_pump(
                 // visibility timeout; plain reads in between.
                 let due = refreshed.is_none_or(|at| at.elapsed() >= queue.visibility / 3);
                 if due {
-                    match queue.refresh() {
+                    // Draining: the tasks the distributor let go of at
+                    // close (never started) are left to other nodes.
+                    let mut skip = HashSet::new();
+                    if draining {
+                        let held: Vec<TaskId> = queue.in_hand.lock().keys().copied().collect();
+                        let distributor = shared.distributor.lock();
+                        skip.extend(held.into_iter().filter(|id| !distributor.is_live(*id)));
+                    }
+                    match queue.refresh(&skip) {
                         Ok(lost) => {
                             refreshed = Some(Instant::now());
                             drop_lost(&shared, &lost);
@@ -1606,7 +1633,7 @@ pub(crate) fn spawn_pump(
                     }
                 }
                 let room = target.saturating_sub(queue.in_hand.lock().len());
-                if room == 0 {
+                if room == 0 || draining {
                     thread::sleep(Duration::from_millis(1));
                     continue;
                 }
@@ -1614,7 +1641,14 @@ pub(crate) fn spawn_pump(
                     Ok(tasks) if tasks.is_empty() => {}
                     Ok(tasks) => {
                         let mut fx = Effects::default();
-                        shared.distributor.lock().admit_claimed(tasks, &mut fx);
+                        let mut distributor = shared.distributor.lock();
+                        // Under the lock `close` takes: claimed after the
+                        // drain began, they are left unrefreshed, for
+                        // another node.
+                        if !control.drain.load(Ordering::Acquire) {
+                            distributor.admit_claimed(tasks, &mut fx);
+                        }
+                        drop(distributor);
                         shared.apply(&mut fx);
                     }
                     Err(error) => {
