@@ -1281,3 +1281,37 @@ fn a_node_shutting_down_keeps_its_running_task_its_own_until_it_ends() {
     assert!(!on_b.lock().unwrap().contains(&slow), "ran twice");
     b.shutdown().unwrap();
 }
+
+#[test]
+fn a_leader_with_a_shorter_visibility_timeout_does_not_declare_a_live_node_dead() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let quick = || RedisConfig::new(url.as_str()).timeout(Duration::from_millis(100));
+    // The leader would call a node dead after 200 ms of silence; the
+    // worker beats every 667 ms and is dead only after 2.1 s of silence.
+    let leader = node_builder(&url, "leader", 1, Duration::ZERO)
+        .redis(quick())
+        .visibility_timeout(Duration::from_millis(400))
+        .election(election("leader"))
+        .build()
+        .unwrap();
+    wait_until("the node leads", || leader.is_leader());
+    let worker = node_builder(&url, "worker", 1, Duration::ZERO)
+        .redis(quick())
+        .visibility_timeout(Duration::from_secs(8))
+        .build()
+        .unwrap();
+    wait_until("the worker beats", || heartbeat_of(&url, "worker") > 0);
+    let first = heartbeat_of(&url, "worker");
+    wait_until("the worker beats three times more", || {
+        heartbeat_of(&url, "worker") >= first + 2_000
+    });
+    let dead: Vec<_> = leader
+        .events()
+        .try_iter()
+        .filter(|e| matches!(e, agentry::Event::NodeDead { .. }))
+        .collect();
+    assert!(dead.is_empty(), "{dead:?}");
+    worker.shutdown().unwrap();
+    leader.shutdown().unwrap();
+}

@@ -22,7 +22,7 @@
 //! | `ns:results` | hash: task id → postcard result |
 //! | `ns:results:order` | sorted set of result ids scored by when they were stored, to evict the oldest past the retention |
 //! | `ns:results:seq` | the counter that orders stored results (`INCR`) |
-//! | `ns:nodes` | hash: node name → its last heartbeat (ms since the Unix epoch, on the Redis server's clock) and agent count |
+//! | `ns:nodes` | hash: node name → its last heartbeat (ms since the Unix epoch, on the Redis server's clock), agent count and the heartbeat age (ms) after which it may be declared dead |
 //!
 //! # Protocol
 //!
@@ -70,9 +70,10 @@
 //!   specs and their lanes with it. Without an
 //!   election, that is all: dead nodes' tasks come back through
 //!   `XAUTOCLAIM`. With an election on Redis, the leader's pump, at each of
-//!   its heartbeats, declares dead every other node whose heartbeat is a
-//!   quarter of the leader's visibility timeout old (three heartbeats
-//!   missed): one script per dead node re-checks the age, and for each of
+//!   its heartbeats, declares dead every other node whose heartbeat is
+//!   three heartbeats and one command timeout old, by the leader's
+//!   timeouts and by the node's own (written in its heartbeat row, so a
+//!   node with a longer visibility timeout is judged by its own): one script per dead node re-checks the age, and for each of
 //!   its pending entries in every lane appends a copy at the end of the
 //!   stream (its `takeovers` field counting the attempt), acknowledges and
 //!   deletes the old one, then deletes the node's consumers and its rows in
@@ -306,15 +307,18 @@ return lost
 ";
 
 /// Writes a node's heartbeat on the server's clock, so that hosts whose
-/// clocks disagree still judge ages alike. KEYS: nodes. ARGV: node, agents.
+/// clocks disagree still judge ages alike, with the age (ms) after which
+/// the node itself may be declared dead. KEYS: nodes. ARGV: node, agents,
+/// that age.
 const HEARTBEAT: &str = r"
 local t = redis.call('TIME')
-redis.call('HSET', KEYS[1], ARGV[1], t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000)) .. ' ' .. ARGV[2])
+redis.call('HSET', KEYS[1], ARGV[1], t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000)) .. ' ' .. ARGV[2] .. ' ' .. ARGV[3])
 return 0
 ";
 
 /// Declares a node dead if its heartbeat (server clock) is at least
-/// `ARGV[2]` ms old: puts each of its pending entries back at the end of
+/// `ARGV[2]` ms old, and at least the age its own row names (a node with a
+/// longer visibility timeout than the leader's beats less often): puts each of its pending entries back at the end of
 /// its stream for any node (a new entry whose `takeovers` field counts the
 /// attempt, the old one acknowledged and deleted), deletes its consumers
 /// and its entries in the nodes and specs hashes; the index follows the
@@ -327,7 +331,8 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local beat = redis.call('HGET', KEYS[1], ARGV[1])
 if not beat then return -1 end
 local at = tonumber(string.match(beat, '^(%d+)'))
-if at and now - at < tonumber(ARGV[2]) then return -1 end
+local threshold = math.max(tonumber(ARGV[2]), tonumber(string.match(beat, '^%d+ %d+ (%d+)')) or 0)
+if at and now - at < threshold then return -1 end
 local moved = 0
 for i = 4, #KEYS do
   local pending = redis.pcall('XPENDING', KEYS[i], ARGV[3], '-', '+', 100000, ARGV[1])
@@ -1353,6 +1358,7 @@ impl RedisQueue {
             .arg(&self.nodes)
             .arg(&self.node)
             .arg(agents)
+            .arg(millis(self.dead_after()))
             .ignore();
         self.register_into(&mut pipe)?;
         self.pool
@@ -1370,14 +1376,17 @@ impl RedisQueue {
     /// [`Error::Backend`] if Redis cannot be reached.
     fn reap_dead(&self) -> Result<Vec<(String, usize)>> {
         let now = self.server_now()?;
-        let threshold = dead_after(self.visibility);
+        let threshold = self.dead_after();
         let stale: Vec<String> = self
-            .nodes()?
+            .beats()?
             .into_iter()
-            .filter(|(name, at, _)| {
-                *name != self.node && now.duration_since(*at).is_ok_and(|age| age >= threshold)
+            .filter(|(name, at, _, own)| {
+                *name != self.node
+                    && now
+                        .duration_since(*at)
+                        .is_ok_and(|age| age >= threshold.max(*own))
             })
-            .map(|(name, _, _)| name)
+            .map(|(name, ..)| name)
             .collect();
         if stale.is_empty() {
             return Ok(Vec::new());
@@ -1414,6 +1423,12 @@ impl RedisQueue {
             }
         }
         Ok(dead)
+    }
+
+    /// How old this node's heartbeat must be before a leader declares it
+    /// dead: [`dead_after`] of its visibility and command timeouts.
+    fn dead_after(&self) -> Duration {
+        dead_after(self.visibility, self.pool.config().command_timeout())
     }
 
     /// The Redis server's clock.
@@ -1525,6 +1540,17 @@ impl RedisQueue {
     ///
     /// [`Error::Backend`] if Redis cannot be reached.
     pub(crate) fn nodes(&self) -> Result<Vec<(String, SystemTime, usize)>> {
+        Ok(self
+            .beats()?
+            .into_iter()
+            .map(|(name, at, agents, _)| (name, at, agents))
+            .collect())
+    }
+
+    /// The nodes that wrote a heartbeat: name, last heartbeat, agents, and
+    /// the age after which the node may be declared dead (zero if its row
+    /// does not say).
+    fn beats(&self) -> Result<Vec<(String, SystemTime, usize, Duration)>> {
         let raw: HashMap<String, String> =
             self.pool
                 .run(Retry::Once, &|| "read the nodes".to_owned(), |c| {
@@ -1533,9 +1559,11 @@ impl RedisQueue {
         let mut nodes: Vec<_> = raw
             .into_iter()
             .filter_map(|(name, value)| {
-                let (at, agents) = value.split_once(' ')?;
-                let at = UNIX_EPOCH + Duration::from_millis(at.parse().ok()?);
-                Some((name, at, agents.parse().ok()?))
+                let mut fields = value.split(' ');
+                let at = UNIX_EPOCH + Duration::from_millis(fields.next()?.parse().ok()?);
+                let agents = fields.next()?.parse().ok()?;
+                let own = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
+                Some((name, at, agents, Duration::from_millis(own)))
             })
             .collect();
         nodes.sort_by(|a, b| a.0.cmp(&b.0));
@@ -1766,10 +1794,14 @@ fn heartbeat_interval(visibility: Duration) -> Duration {
     visibility / 12
 }
 
-/// How old a heartbeat makes the cluster's leader declare its node dead: a
-/// quarter of the visibility timeout (three heartbeats missed).
-fn dead_after(visibility: Duration) -> Duration {
-    visibility / 4
+/// How old a heartbeat makes the cluster's leader declare its node dead:
+/// three heartbeats missed (a quarter of the visibility timeout) and one
+/// command timeout more, since the pump that writes heartbeats may wait
+/// that long on one command.
+fn dead_after(visibility: Duration, command_timeout: Duration) -> Duration {
+    heartbeat_interval(visibility)
+        .saturating_mul(3)
+        .saturating_add(command_timeout)
 }
 
 #[cfg(test)]
