@@ -1315,3 +1315,43 @@ fn a_leader_with_a_shorter_visibility_timeout_does_not_declare_a_live_node_dead(
     worker.shutdown().unwrap();
     leader.shutdown().unwrap();
 }
+
+#[test]
+fn a_task_entry_that_does_not_decode_fails_its_task_and_its_dependents() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let a = node(&url, "a", 1, Duration::ZERO);
+    let mut connection = raw(&url);
+    // An entry only another version could read, added as a submit does.
+    let id: u64 = redis::cmd("INCR")
+        .arg("agentry:tasks:next-id")
+        .query(&mut connection)
+        .unwrap();
+    let stream = "agentry:tasks:researcher:2";
+    let entry: String = redis::cmd("XADD")
+        .arg(stream)
+        .arg("*")
+        .arg("task")
+        .arg(&[0xFF_u8; 3][..])
+        .arg("id")
+        .arg(id)
+        .query(&mut connection)
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg("agentry:tasks:index")
+        .arg(id)
+        .arg(format!("{entry} {stream}"))
+        .query(&mut connection)
+        .unwrap();
+    let bad = agentry::TaskId::new(id);
+    let result = a.wait(bad, PATIENCE).unwrap();
+    assert_eq!(result.status(), TaskStatus::Failed, "{result:?}");
+    assert!(
+        result.error().unwrap().contains("does not decode"),
+        "{result:?}"
+    );
+    let dependent = a.submit(job().after(bad)).unwrap();
+    let result = a.wait(dependent, PATIENCE).unwrap();
+    assert_eq!(result.status(), TaskStatus::Failed, "{result:?}");
+    a.shutdown().unwrap();
+}

@@ -521,6 +521,11 @@ pub(crate) struct RedisQueue {
     nodes: String,
     /// Tasks this node claimed and has not finished.
     in_hand: Mutex<HashMap<TaskId, Entry>>,
+    /// Tasks cancelled here because another node took them over: their
+    /// Cancelled result is not stored. Out of `in_hand` at once, so that a
+    /// copy put back by the leader is taken as a new task, not bound to
+    /// the cancelled one.
+    dropped: Mutex<HashSet<TaskId>>,
     /// Per stream, where the next `XAUTOCLAIM` scan starts: the live
     /// entries at the head of the pending list do not hide those behind.
     cursors: Mutex<HashMap<String, String>>,
@@ -559,6 +564,7 @@ impl RedisQueue {
             visibility,
             retention,
             in_hand: Mutex::new(HashMap::new()),
+            dropped: Mutex::new(HashSet::new()),
             cursors: Mutex::new(HashMap::new()),
         };
         queue.register()?;
@@ -1010,8 +1016,23 @@ impl RedisQueue {
             Err(error) => {
                 // Written by something else (another version?): taking it
                 // again at every reclaim would stall the tasks behind it.
-                tracing::error!(%error, entry = %entry.id, "dropping a task entry that does not decode");
-                return self.acknowledge(stream, &entry.id);
+                tracing::error!(%error, entry = %entry.id, "a task entry does not decode: failing its task");
+                let Some(id) = entry.get::<u64>("id").filter(|&id| id > 0) else {
+                    return self.acknowledge(stream, &entry.id);
+                };
+                // Its waiters and dependents learn why, as from any failure.
+                let failed = TaskResult::failed(
+                    TaskId::new(id),
+                    TaskStatus::Failed,
+                    format!("its entry in redis does not decode: {error}"),
+                    0,
+                );
+                let held = Entry {
+                    stream: stream.to_owned(),
+                    id: entry.id,
+                    lost: false,
+                };
+                return self.store(&[(&failed, held)]);
             }
         };
         let id = record.id();
@@ -1121,16 +1142,15 @@ impl RedisQueue {
     /// runs again (here or elsewhere) after the visibility timeout.
     fn finish(&self, results: &[TaskResult]) {
         let held: Vec<(&TaskResult, Entry)> = {
-            let mut in_hand = self.in_hand.lock();
+            let mut dropped = self.dropped.lock();
+            let in_hand = self.in_hand.lock();
             results
                 .iter()
                 .filter_map(|r| {
-                    let entry = in_hand.get(&r.id())?;
-                    if entry.lost && r.status() == TaskStatus::Cancelled {
-                        in_hand.remove(&r.id());
+                    if r.status() == TaskStatus::Cancelled && dropped.remove(&r.id()) {
                         return None;
                     }
-                    Some((r, entry.clone()))
+                    Some((r, in_hand.get(&r.id())?.clone()))
                 })
                 .collect()
         };
@@ -1648,7 +1668,7 @@ pub(crate) fn spawn_pump(
                     match queue.refresh(&skip) {
                         Ok(lost) => {
                             refreshed = Some(Instant::now());
-                            drop_lost(&shared, &lost);
+                            drop_lost(&shared, &queue, &lost);
                         }
                         Err(error) => {
                             tracing::warn!(%error, "refreshing the tasks in hand failed");
@@ -1721,7 +1741,7 @@ fn honour_cancels(shared: &Shared, queue: &RedisQueue) {
 
 /// Cancels here the tasks another node took over, unless they started (a
 /// started one finishes here too, and its result is stored: at least once).
-fn drop_lost(shared: &Shared, lost: &[TaskId]) {
+fn drop_lost(shared: &Shared, queue: &RedisQueue, lost: &[TaskId]) {
     if lost.is_empty() {
         return;
     }
@@ -1730,6 +1750,10 @@ fn drop_lost(shared: &Shared, lost: &[TaskId]) {
     for &id in lost {
         // Only a task finished meanwhile is not live: nothing to drop.
         if let Ok(true) = distributor.cancel(id, "taken over by another node", &mut fx) {
+            // Before its result reaches the recorder (`fx` is applied
+            // below): the recorder then ignores it.
+            queue.dropped.lock().insert(id);
+            queue.in_hand.lock().remove(&id);
             tracing::info!(task = %id, "another node took over a task this node held; not running it here");
         }
     }
