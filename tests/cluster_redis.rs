@@ -1355,3 +1355,75 @@ fn a_task_entry_that_does_not_decode_fails_its_task_and_its_dependents() {
     assert_eq!(result.status(), TaskStatus::Failed, "{result:?}");
     a.shutdown().unwrap();
 }
+
+#[test]
+fn the_leader_puts_back_every_task_of_a_dead_node_holding_more_than_100_000() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let leader = node_builder(&url, "leader", 1, Duration::ZERO)
+        .election(election("leader"))
+        .build()
+        .unwrap();
+    wait_until("the node leads", || leader.is_leader());
+    // A lane no node serves, whose 100,001 entries a silent node holds.
+    let mut connection = raw(&url);
+    let stream = "agentry:tasks:ghost:2";
+    let held = 100_001;
+    let _: () = redis::cmd("HSET")
+        .arg("agentry:tasks:lanes")
+        .arg("ghost")
+        .arg("not a lane any node serves")
+        .query(&mut connection)
+        .unwrap();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg("agentry")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query(&mut connection)
+        .unwrap();
+    let mut pipe = redis::pipe();
+    for _ in 0..held {
+        pipe.cmd("XADD")
+            .arg(stream)
+            .arg("*")
+            .arg("id")
+            .arg(0)
+            .ignore();
+    }
+    let _: () = pipe.query(&mut connection).unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("agentry")
+        .arg("ghost")
+        .arg("COUNT")
+        .arg(held)
+        .arg("STREAMS")
+        .arg(stream)
+        .arg(">")
+        .query(&mut connection)
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg("agentry:nodes")
+        .arg("ghost")
+        .arg("1 1")
+        .query(&mut connection)
+        .unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match leader
+            .events()
+            .recv_timeout(left)
+            .expect("no NodeDead event")
+        {
+            agentry::Event::NodeDead { node, requeued } if node == "ghost" => {
+                assert_eq!(requeued, held);
+                break;
+            }
+            _ => {}
+        }
+    }
+    leader.shutdown().unwrap();
+}

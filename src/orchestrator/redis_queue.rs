@@ -335,8 +335,11 @@ local threshold = math.max(tonumber(ARGV[2]), tonumber(string.match(beat, '^%d+ 
 if at and now - at < threshold then return -1 end
 local moved = 0
 for i = 4, #KEYS do
-  local pending = redis.pcall('XPENDING', KEYS[i], ARGV[3], '-', '+', 100000, ARGV[1])
-  if type(pending) == 'table' and not pending.err then
+  -- Pages of 1000 until none is left: DELCONSUMER below would drop any
+  -- entry still pending on the node.
+  local pending = redis.pcall('XPENDING', KEYS[i], ARGV[3], '-', '+', 1000, ARGV[1])
+  local readable = type(pending) == 'table' and not pending.err
+  while readable and #pending > 0 do
     for _, p in ipairs(pending) do
       local found = redis.call('XRANGE', KEYS[i], p[1], p[1])
       if #found == 1 then
@@ -360,6 +363,9 @@ for i = 4, #KEYS do
       redis.call('XACK', KEYS[i], ARGV[3], p[1])
       redis.call('XDEL', KEYS[i], p[1])
     end
+    pending = redis.call('XPENDING', KEYS[i], ARGV[3], '-', '+', 1000, ARGV[1])
+  end
+  if readable then
     redis.pcall('XGROUP', 'DELCONSUMER', KEYS[i], ARGV[3], ARGV[1])
   end
 end
