@@ -1427,3 +1427,29 @@ fn the_leader_puts_back_every_task_of_a_dead_node_holding_more_than_100_000() {
     }
     leader.shutdown().unwrap();
 }
+
+#[test]
+fn after_a_flush_new_tasks_do_not_take_the_ids_of_tasks_still_running() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let (a, release, started) = gated_node(&url, "a", 1, VISIBILITY, 100);
+    a.submit_batch((0..4).map(|_| job())).unwrap();
+    let slow = a.submit(long()).unwrap();
+    wait_until("the long task starts", || {
+        started.lock().unwrap().contains(&slow)
+    });
+    let _: () = redis::cmd("FLUSHDB").query(&mut raw(&url)).unwrap();
+    wait_until("the id counter is raised past the running task", || {
+        redis::cmd("GET")
+            .arg("agentry:tasks:next-id")
+            .query::<Option<u64>>(&mut raw(&url))
+            .unwrap()
+            .is_some_and(|last| last >= slow.get())
+    });
+    let fresh = a.submit(job()).unwrap();
+    assert!(fresh > slow, "{fresh} after {slow}");
+    release.store(true, std::sync::atomic::Ordering::Release);
+    let result = a.wait(fresh, PATIENCE).unwrap();
+    assert_eq!(result.status(), TaskStatus::Succeeded, "{result:?}");
+    a.shutdown().unwrap();
+}

@@ -86,6 +86,10 @@
 //!   was flushed, or a Redis without persistence restarted), the pump
 //!   creates the consumer groups again; the entries still in the streams
 //!   are then delivered anew (a node keeps running those it holds, once).
+//!   Each heartbeat raises `ns:tasks:next-id` to at least the highest task
+//!   id its node holds, so a counter that restarted gives new tasks no id
+//!   of a task still running; a task submitted between the flush and the
+//!   holders' next heartbeats may still collide with one (not fenced).
 //! * **Idempotent claims.** Before handing out an entry, the pump checks
 //!   whether its result is already stored (a node finished it, then died
 //!   before acknowledging): if so it acknowledges the entry instead of
@@ -308,11 +312,17 @@ return lost
 
 /// Writes a node's heartbeat on the server's clock, so that hosts whose
 /// clocks disagree still judge ages alike, with the age (ms) after which
-/// the node itself may be declared dead. KEYS: nodes. ARGV: node, agents,
-/// that age.
+/// the node itself may be declared dead. Raises the task id counter to at
+/// least the highest id the node holds: after a flush, or a restart without
+/// persistence, new tasks must not take the ids of tasks still running.
+/// KEYS: nodes, task id counter. ARGV: node, agents, that age, highest id
+/// held (0 if none).
 const HEARTBEAT: &str = r"
 local t = redis.call('TIME')
 redis.call('HSET', KEYS[1], ARGV[1], t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000)) .. ' ' .. ARGV[2] .. ' ' .. ARGV[3])
+if tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(ARGV[4]) then
+  redis.call('SET', KEYS[2], ARGV[4])
+end
 return 0
 ";
 
@@ -1375,16 +1385,25 @@ impl RedisQueue {
     /// Writes this node's heartbeat.
     /// Its specs and lanes go with it: written again after a leader
     /// declared this node dead (it was only frozen) or the database was
-    /// flushed.
+    /// flushed; and the task id counter is raised past the tasks it holds.
     fn heartbeat(&self, agents: usize) -> Result<()> {
         let mut pipe = ::redis::pipe();
+        let highest = self
+            .in_hand
+            .lock()
+            .keys()
+            .map(|id| id.get())
+            .max()
+            .unwrap_or(0);
         pipe.cmd("EVAL")
             .arg(HEARTBEAT)
-            .arg(1)
+            .arg(2)
             .arg(&self.nodes)
+            .arg(&self.next_id)
             .arg(&self.node)
             .arg(agents)
             .arg(millis(self.dead_after()))
+            .arg(highest)
             .ignore();
         self.register_into(&mut pipe)?;
         self.pool
