@@ -1453,3 +1453,35 @@ fn after_a_flush_new_tasks_do_not_take_the_ids_of_tasks_still_running() {
     assert_eq!(result.status(), TaskStatus::Succeeded, "{result:?}");
     a.shutdown().unwrap();
 }
+
+#[test]
+fn nodes_without_a_name_in_one_process_get_distinct_default_names() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let unnamed = || {
+        Orchestrator::builder()
+            .agents(Role::Researcher, 1, || {
+                |_: &Task, _: &AgentContext| -> Result<Output, TaskError> { Ok(Output::empty()) }
+            })
+            .redis(url.as_str())
+            .visibility_timeout(VISIBILITY)
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (unnamed(), unnamed());
+    wait_until("both nodes beat", || a.cluster_nodes().unwrap().len() == 2);
+    let names: Vec<String> = a
+        .cluster_nodes()
+        .unwrap()
+        .into_iter()
+        .map(|n| n.name)
+        .collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| n.contains(&format!("-pid-{}-", std::process::id()))),
+        "{names:?}"
+    );
+    a.shutdown().unwrap();
+    b.shutdown().unwrap();
+}

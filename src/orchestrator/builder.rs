@@ -228,7 +228,9 @@ impl OrchestratorBuilder {
     /// name in the task streams and its row in
     /// [`Orchestrator::cluster_nodes`]. Must be unique in the cluster and
     /// stable across restarts of the node (a restarted node finds the tasks
-    /// it held). Default: `pid-<process id>`.
+    /// it held). Default: `<host>-pid-<process id>-<random>`, unique but new
+    /// at each start (a restarted node's tasks are then taken over after the
+    /// visibility timeout).
     #[cfg(feature = "redis")]
     pub fn node(mut self, name: impl Into<String>) -> Self {
         self.node = Some(name.into());

@@ -339,10 +339,7 @@ impl Orchestrator {
         let redis = match &config.redis {
             Some(redis) => Some(Arc::new(RedisQueue::connect(
                 redis.clone(),
-                config
-                    .node
-                    .clone()
-                    .unwrap_or_else(|| format!("pid-{}", std::process::id())),
+                config.node.clone().unwrap_or_else(default_node_name),
                 config
                     .specs
                     .iter()
@@ -843,6 +840,26 @@ impl Orchestrator {
             Err(Error::Timeout)
         }
     }
+}
+
+/// A node name unique in the cluster without configuration: the host name
+/// (where the system tells it), the process id (pid 1 in every container)
+/// and a random suffix.
+#[cfg(feature = "redis")]
+fn default_node_name() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    let host = if host.is_empty() {
+        "node".to_owned()
+    } else {
+        host
+    };
+    format!("{host}-pid-{}-{:08x}", std::process::id(), random as u32)
 }
 
 /// Ends a cluster node's pump once its agents ended.
