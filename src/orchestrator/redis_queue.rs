@@ -64,6 +64,9 @@
 //!   back, and cancels locally those it has not started (their
 //!   cancellation is not stored; they run on the other node). One it had
 //!   started runs to its end and its result is stored too: at least once.
+//!   Nothing fences the hand-out meanwhile: its agents resume before the
+//!   pump's refresh and may start some of those tasks, which then run on
+//!   both nodes.
 //! * **Heartbeats and the leader.** Every node writes its heartbeat every
 //!   twelfth of its visibility timeout, with a script that reads the
 //!   server's clock (`TIME`), so hosts' clocks need not agree, and its
