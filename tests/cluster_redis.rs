@@ -1485,3 +1485,88 @@ fn nodes_without_a_name_in_one_process_get_distinct_default_names() {
     a.shutdown().unwrap();
     b.shutdown().unwrap();
 }
+
+#[test]
+fn an_entry_that_cannot_be_taken_in_hand_does_not_strand_those_read_with_it() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let (a, release, _) = gated_node(&url, "a", 2, VISIBILITY, 100);
+    // Both agents run a long task, two more are in hand: nothing is read.
+    let held = a.submit_batch((0..4).map(|_| long())).unwrap();
+    wait_until("the node holds four tasks", || {
+        pending_by_consumer(&url) == [("a".to_owned(), 4)]
+    });
+    let [p, q] = a.submit_batch([job(), job()]).unwrap()[..] else {
+        unreachable!()
+    };
+    // Take `p` and `q` out of the stream, to put them back below.
+    let mut connection = raw(&url);
+    let stream = "agentry:tasks:researcher:2";
+    let mut records = Vec::new();
+    for id in [p, q] {
+        let at: String = redis::cmd("HGET")
+            .arg("agentry:tasks:index")
+            .arg(id.get())
+            .query(&mut connection)
+            .unwrap();
+        let entry = at.split_once(' ').unwrap().0.to_owned();
+        let found: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(stream)
+            .arg(&entry)
+            .arg(&entry)
+            .query(&mut connection)
+            .unwrap();
+        records.push(found.ids[0].get::<Vec<u8>>("task").unwrap());
+        let _: () = redis::cmd("XDEL")
+            .arg(stream)
+            .arg(&entry)
+            .query(&mut connection)
+            .unwrap();
+    }
+    // Two tasks in hand are cancelled: the node has room for two, and waits.
+    let _: () = redis::cmd("SADD")
+        .arg("agentry:tasks:cancels:a")
+        .arg(held[2].get())
+        .arg(held[3].get())
+        .query(&mut connection)
+        .unwrap();
+    wait_until("the cancelled tasks are let go of", || {
+        pending_by_consumer(&url) == [("a".to_owned(), 2)]
+    });
+    // At once, so that one read delivers both: `p` as put back by a leader
+    // (taking it in hand looks up its result, which fails: the results key
+    // has the wrong type), `q` behind it.
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    pipe.cmd("SET")
+        .arg("agentry:results")
+        .arg("not a hash")
+        .ignore();
+    for (id, record, requeued) in [(p, &records[0], true), (q, &records[1], false)] {
+        let add = pipe.cmd("XADD");
+        add.arg(stream)
+            .arg("*")
+            .arg("task")
+            .arg(record)
+            .arg("id")
+            .arg(id.get());
+        if requeued {
+            add.arg("takeovers").arg(1);
+        }
+        add.ignore();
+    }
+    let _: () = pipe.query(&mut connection).unwrap();
+    wait_until("the node read both entries", || {
+        pending_by_consumer(&url) == [("a".to_owned(), 4)]
+    });
+    let _: () = redis::cmd("DEL")
+        .arg("agentry:results")
+        .query(&mut connection)
+        .unwrap();
+    release.store(true, std::sync::atomic::Ordering::Release);
+    let result = a.wait(q, PATIENCE).unwrap();
+    assert_eq!(result.status(), TaskStatus::Succeeded, "{result:?}");
+    assert_eq!(result.attempts(), 1, "q was left to a takeover: {result:?}");
+    a.wait(p, PATIENCE).unwrap();
+    a.shutdown().unwrap();
+}

@@ -970,9 +970,11 @@ impl RedisQueue {
             self.cursors
                 .lock()
                 .insert(stream.to_owned(), stale.next_stream_id);
-            for entry in stale.claimed {
-                self.admit(stream, entry, true, claimed)?;
-            }
+            self.admit_all(
+                stale.claimed.into_iter().map(|e| (stream, e)),
+                true,
+                claimed,
+            )?;
             if wrapped {
                 break;
             }
@@ -1008,12 +1010,31 @@ impl RedisQueue {
                         .arg(vec![">"; streams.len()])
                         .query(c)
                 })?;
-        for key in fresh.map(|r| r.keys).unwrap_or_default() {
-            for entry in key.ids {
-                self.admit(&key.key, entry, false, claimed)?;
+        let keys = fresh.map(|r| r.keys).unwrap_or_default();
+        let entries = keys
+            .iter()
+            .flat_map(|key| key.ids.iter().map(move |e| (key.key.as_str(), e.clone())));
+        self.admit_all(entries, false, claimed)
+    }
+
+    /// Admits every entry delivered to this node: one that fails (Redis
+    /// not answering its look-ups) does not leave those after it pending
+    /// here untracked, unrefreshed and unrun until the visibility timeout.
+    /// Returns the first error once all were tried.
+    fn admit_all<'a>(
+        &self,
+        entries: impl Iterator<Item = (&'a str, StreamId)>,
+        reclaimed: bool,
+        out: &mut Vec<Task>,
+    ) -> Result<()> {
+        let mut failed = None;
+        for (stream, entry) in entries {
+            if let Err(error) = self.admit(stream, entry, reclaimed, out) {
+                tracing::warn!(%error, "taking a delivered task in hand failed; it comes back after the visibility timeout");
+                failed.get_or_insert(error);
             }
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     /// Decodes one delivered entry and takes it in hand, unless it was
