@@ -9,6 +9,12 @@
 //! running them again; reclaiming behind many live entries; consumer groups
 //! made again; nodes serving different roles; the elected leader putting a
 //! dead node's tasks back; cancel across nodes; dependencies across nodes.
+//! And the review's findings: eviction in finish order, a cancel on a node
+//! whose task was taken over, results stored while the groups are gone, a
+//! clean shutdown keeping running tasks, leaders judging nodes by their own
+//! timeouts, undecodable entries, dead nodes holding over 100,000 entries,
+//! ids after a flush, distinct default node names, and entries read with
+//! one that cannot be taken in hand.
 //! Multi-process tests re-execute this binary as nodes.
 #![cfg(feature = "redis")]
 
