@@ -1683,6 +1683,12 @@ pub(crate) fn spawn_pump(
                     polled = Instant::now();
                     honour_cancels(&shared, &queue);
                 }
+                // Each step may wait a command timeout on a dead server:
+                // a stop asked meanwhile ends the pass before the next.
+                let stopped = || control.stop.load(Ordering::Acquire);
+                if stopped() {
+                    break;
+                }
                 if beaten.is_none_or(|at| at.elapsed() >= heartbeat_interval(queue.visibility)) {
                     beaten = Some(Instant::now());
                     if let Err(error) = queue.heartbeat(agents) {
@@ -1704,6 +1710,9 @@ pub(crate) fn spawn_pump(
                 }
                 // Refreshing and reclaiming run every third of the
                 // visibility timeout; plain reads in between.
+                if stopped() {
+                    break;
+                }
                 let due = refreshed.is_none_or(|at| at.elapsed() >= queue.visibility / 3);
                 if due {
                     // Draining: the tasks the distributor let go of at
@@ -1728,6 +1737,9 @@ pub(crate) fn spawn_pump(
                     if let Err(error) = queue.discover(false) {
                         tracing::warn!(%error, "listing the task lanes failed");
                     }
+                }
+                if stopped() {
+                    break;
                 }
                 let room = target.saturating_sub(queue.in_hand.lock().len());
                 if room == 0 || draining {
