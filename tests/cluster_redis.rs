@@ -9,6 +9,12 @@
 //! running them again; reclaiming behind many live entries; consumer groups
 //! made again; nodes serving different roles; the elected leader putting a
 //! dead node's tasks back; cancel across nodes; dependencies across nodes.
+//! And the review's findings: eviction in finish order, a cancel on a node
+//! whose task was taken over, results stored while the groups are gone, a
+//! clean shutdown keeping running tasks, leaders judging nodes by their own
+//! timeouts, undecodable entries, dead nodes holding over 100,000 entries,
+//! ids after a flush, distinct default node names, and entries read with
+//! one that cannot be taken in hand.
 //! Multi-process tests re-execute this binary as nodes.
 #![cfg(feature = "redis")]
 
@@ -1111,4 +1117,462 @@ fn a_node_killed_mid_work_loses_no_accepted_task() {
     );
     drop(children);
     parent.shutdown().unwrap();
+}
+
+/// A node of `agents` agents whose tasks of kind `long` wait for the
+/// returned release; every task started is logged, in order.
+fn gated_node(
+    url: &str,
+    name: &str,
+    agents: usize,
+    visibility: Duration,
+    retention: usize,
+) -> (
+    Orchestrator,
+    Arc<std::sync::atomic::AtomicBool>,
+    Arc<Mutex<Vec<agentry::TaskId>>>,
+) {
+    let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let started = Arc::new(Mutex::new(Vec::new()));
+    let (gate, log) = (Arc::clone(&release), Arc::clone(&started));
+    let orchestrator = Orchestrator::builder()
+        .agents(Role::Researcher, agents, move || {
+            let (gate, log) = (Arc::clone(&gate), Arc::clone(&log));
+            move |task: &Task, _: &AgentContext| -> Result<Output, TaskError> {
+                log.lock().unwrap().push(task.id());
+                while task.kind() == "long" && !gate.load(std::sync::atomic::Ordering::Acquire) {
+                    thread::sleep(Duration::from_millis(5));
+                }
+                Ok(Output::empty())
+            }
+        })
+        .autoscale(AutoscalePolicy::disabled())
+        .redis(url)
+        .node(name)
+        .visibility_timeout(visibility)
+        .result_retention(retention)
+        .build()
+        .unwrap();
+    (orchestrator, release, started)
+}
+
+fn long() -> Task {
+    Task::new("long").with_role(Role::Researcher)
+}
+
+#[test]
+fn a_long_task_s_result_is_kept_past_the_retention_of_results_stored_before_it() {
+    let server = RedisServer::start();
+    let (a, release, started) = gated_node(&server.url(), "a", 2, VISIBILITY, 2);
+    let slow = a.submit(long()).unwrap();
+    wait_until("the long task starts", || {
+        started.lock().unwrap().contains(&slow)
+    });
+    // Later ids, finished first: the retention counts in finish order.
+    // One agent is free: they run and are stored in order.
+    let quick = a.submit_batch((0..3).map(|_| job())).unwrap();
+    a.wait(quick[2], PATIENCE).unwrap();
+    release.store(true, std::sync::atomic::Ordering::Release);
+    let result = a.wait(slow, PATIENCE).unwrap();
+    assert_eq!(result.status(), TaskStatus::Succeeded, "{result:?}");
+    let kept: Vec<bool> = quick.iter().map(|id| a.result(*id).is_some()).collect();
+    assert_eq!(kept, [false, false, true], "the oldest stored are evicted");
+    a.shutdown().unwrap();
+}
+
+#[test]
+fn a_result_stored_while_the_groups_are_gone_still_settles_its_dependents() {
+    let server = RedisServer::start();
+    let url = server.url();
+    // A long visibility timeout: no refresh re-creates the groups early.
+    let (a, release, started) = gated_node(&url, "a", 1, Duration::from_secs(60), 100);
+    let slow = a.submit(long()).unwrap();
+    let filler = a.submit(job()).unwrap();
+    wait_until("the node runs one task and holds the other", || {
+        started.lock().unwrap().contains(&slow)
+            && pending_by_consumer(&url) == [("a".to_owned(), 2)]
+    });
+    // Its hands full, the pump sends no command that would find the groups
+    // missing before the long task's result is stored.
+    let mut connection = raw(&url);
+    for rank in 0..4 {
+        let _: i64 = redis::cmd("XGROUP")
+            .arg("DESTROY")
+            .arg(format!("agentry:tasks:researcher:{rank}"))
+            .arg("agentry")
+            .query(&mut connection)
+            .unwrap();
+    }
+    let dependent = a.submit(job().after(slow)).unwrap();
+    release.store(true, std::sync::atomic::Ordering::Release);
+    for id in [slow, filler, dependent] {
+        let result = a.wait(id, PATIENCE).unwrap();
+        assert_eq!(result.status(), TaskStatus::Succeeded, "{result:?}");
+    }
+    a.shutdown().unwrap();
+}
+
+#[test]
+fn a_cancel_on_a_node_whose_task_another_node_took_over_asks_the_new_holder() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let (a, release, started) = gated_node(&url, "a", 1, Duration::from_secs(60), 100);
+    let slow = a.submit(long()).unwrap();
+    let held = a.submit(job()).unwrap();
+    wait_until("the node runs one task and holds the other", || {
+        started.lock().unwrap().contains(&slow)
+            && pending_by_consumer(&url) == [("a".to_owned(), 2)]
+    });
+    // Node `b` takes `held` over, as after `a` froze past the visibility
+    // timeout; `a` has not refreshed since, and `b` has started it.
+    let mut connection = raw(&url);
+    let at: String = redis::cmd("HGET")
+        .arg("agentry:tasks:index")
+        .arg(held.get())
+        .query(&mut connection)
+        .unwrap();
+    let (entry, stream) = at.split_once(' ').unwrap();
+    let _: redis::Value = redis::cmd("XCLAIM")
+        .arg(stream)
+        .arg("agentry")
+        .arg("b")
+        .arg(0)
+        .arg(entry)
+        .arg("JUSTID")
+        .query(&mut connection)
+        .unwrap();
+    let answer = thread::spawn(move || {
+        wait_until("the cancel request reaches b", || {
+            redis::cmd("SISMEMBER")
+                .arg("agentry:tasks:cancels:b")
+                .arg(held.get())
+                .query(&mut connection)
+                .unwrap()
+        });
+        let _: () = redis::cmd("HSET")
+            .arg("agentry:tasks:cancel-answers")
+            .arg(held.get())
+            .arg("started")
+            .query(&mut connection)
+            .unwrap();
+    });
+    assert!(!a.cancel(held).unwrap(), "b runs it: not cancelled");
+    answer.join().unwrap();
+    release.store(true, std::sync::atomic::Ordering::Release);
+    a.wait(slow, PATIENCE).unwrap();
+    a.shutdown().unwrap();
+}
+
+#[test]
+fn a_node_shutting_down_keeps_its_running_task_its_own_until_it_ends() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let (a, release, _) = gated_node(&url, "a", 1, VISIBILITY, 100);
+    let slow = a.submit(long()).unwrap();
+    wait_until("a holds the long task", || {
+        pending_by_consumer(&url) == [("a".to_owned(), 1)]
+    });
+    let (b, release_b, on_b) = gated_node(&url, "b", 1, VISIBILITY, 100);
+    release_b.store(true, std::sync::atomic::Ordering::Release);
+    let began = millis_now();
+    let stopping = thread::spawn(move || a.shutdown());
+    // Twice the visibility timeout into the shutdown, `a` still beats.
+    wait_until("a beats on while its task runs", || {
+        heartbeat_of(&url, "a") > began + 2 * VISIBILITY.as_millis() as u64
+    });
+    release.store(true, std::sync::atomic::Ordering::Release);
+    stopping.join().unwrap().unwrap();
+    let result = b.wait(slow, PATIENCE).unwrap();
+    assert_eq!(result.status(), TaskStatus::Succeeded, "{result:?}");
+    assert!(!on_b.lock().unwrap().contains(&slow), "ran twice");
+    b.shutdown().unwrap();
+}
+
+#[test]
+fn a_leader_with_a_shorter_visibility_timeout_does_not_declare_a_live_node_dead() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let quick = || RedisConfig::new(url.as_str()).timeout(Duration::from_millis(100));
+    // The leader would call a node dead after 200 ms of silence; the
+    // worker beats every 667 ms and is dead only after 2.1 s of silence.
+    let leader = node_builder(&url, "leader", 1, Duration::ZERO)
+        .redis(quick())
+        .visibility_timeout(Duration::from_millis(400))
+        .election(election("leader"))
+        .build()
+        .unwrap();
+    wait_until("the node leads", || leader.is_leader());
+    let worker = node_builder(&url, "worker", 1, Duration::ZERO)
+        .redis(quick())
+        .visibility_timeout(Duration::from_secs(8))
+        .build()
+        .unwrap();
+    wait_until("the worker beats", || heartbeat_of(&url, "worker") > 0);
+    let first = heartbeat_of(&url, "worker");
+    wait_until("the worker beats three times more", || {
+        heartbeat_of(&url, "worker") >= first + 2_000
+    });
+    let dead: Vec<_> = leader
+        .events()
+        .try_iter()
+        .filter(|e| matches!(e, agentry::Event::NodeDead { .. }))
+        .collect();
+    assert!(dead.is_empty(), "{dead:?}");
+    worker.shutdown().unwrap();
+    leader.shutdown().unwrap();
+}
+
+#[test]
+fn a_task_entry_that_does_not_decode_fails_its_task_and_its_dependents() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let a = node(&url, "a", 1, Duration::ZERO);
+    let mut connection = raw(&url);
+    // An entry only another version could read, added as a submit does.
+    let id: u64 = redis::cmd("INCR")
+        .arg("agentry:tasks:next-id")
+        .query(&mut connection)
+        .unwrap();
+    let stream = "agentry:tasks:researcher:2";
+    let entry: String = redis::cmd("XADD")
+        .arg(stream)
+        .arg("*")
+        .arg("task")
+        .arg(&[0xFF_u8; 3][..])
+        .arg("id")
+        .arg(id)
+        .query(&mut connection)
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg("agentry:tasks:index")
+        .arg(id)
+        .arg(format!("{entry} {stream}"))
+        .query(&mut connection)
+        .unwrap();
+    let bad = agentry::TaskId::new(id);
+    let result = a.wait(bad, PATIENCE).unwrap();
+    assert_eq!(result.status(), TaskStatus::Failed, "{result:?}");
+    assert!(
+        result.error().unwrap().contains("does not decode"),
+        "{result:?}"
+    );
+    let dependent = a.submit(job().after(bad)).unwrap();
+    let result = a.wait(dependent, PATIENCE).unwrap();
+    assert_eq!(result.status(), TaskStatus::Failed, "{result:?}");
+    a.shutdown().unwrap();
+}
+
+#[test]
+fn the_leader_puts_back_every_task_of_a_dead_node_holding_more_than_100_000() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let leader = node_builder(&url, "leader", 1, Duration::ZERO)
+        .election(election("leader"))
+        .build()
+        .unwrap();
+    wait_until("the node leads", || leader.is_leader());
+    // A lane no node serves, whose 100,001 entries a silent node holds.
+    let mut connection = raw(&url);
+    let stream = "agentry:tasks:ghost:2";
+    let held = 100_001;
+    let _: () = redis::cmd("HSET")
+        .arg("agentry:tasks:lanes")
+        .arg("ghost")
+        .arg("not a lane any node serves")
+        .query(&mut connection)
+        .unwrap();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg("agentry")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query(&mut connection)
+        .unwrap();
+    let mut pipe = redis::pipe();
+    for _ in 0..held {
+        pipe.cmd("XADD")
+            .arg(stream)
+            .arg("*")
+            .arg("id")
+            .arg(0)
+            .ignore();
+    }
+    let _: () = pipe.query(&mut connection).unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("agentry")
+        .arg("ghost")
+        .arg("COUNT")
+        .arg(held)
+        .arg("STREAMS")
+        .arg(stream)
+        .arg(">")
+        .query(&mut connection)
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg("agentry:nodes")
+        .arg("ghost")
+        .arg("1 1")
+        .query(&mut connection)
+        .unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match leader
+            .events()
+            .recv_timeout(left)
+            .expect("no NodeDead event")
+        {
+            agentry::Event::NodeDead { node, requeued } if node == "ghost" => {
+                assert_eq!(requeued, held);
+                break;
+            }
+            _ => {}
+        }
+    }
+    leader.shutdown().unwrap();
+}
+
+#[test]
+fn after_a_flush_new_tasks_do_not_take_the_ids_of_tasks_still_running() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let (a, release, started) = gated_node(&url, "a", 1, VISIBILITY, 100);
+    a.submit_batch((0..4).map(|_| job())).unwrap();
+    let slow = a.submit(long()).unwrap();
+    wait_until("the long task starts", || {
+        started.lock().unwrap().contains(&slow)
+    });
+    let _: () = redis::cmd("FLUSHDB").query(&mut raw(&url)).unwrap();
+    wait_until("the id counter is raised past the running task", || {
+        redis::cmd("GET")
+            .arg("agentry:tasks:next-id")
+            .query::<Option<u64>>(&mut raw(&url))
+            .unwrap()
+            .is_some_and(|last| last >= slow.get())
+    });
+    let fresh = a.submit(job()).unwrap();
+    assert!(fresh > slow, "{fresh} after {slow}");
+    release.store(true, std::sync::atomic::Ordering::Release);
+    let result = a.wait(fresh, PATIENCE).unwrap();
+    assert_eq!(result.status(), TaskStatus::Succeeded, "{result:?}");
+    a.shutdown().unwrap();
+}
+
+#[test]
+fn nodes_without_a_name_in_one_process_get_distinct_default_names() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let unnamed = || {
+        Orchestrator::builder()
+            .agents(Role::Researcher, 1, || {
+                |_: &Task, _: &AgentContext| -> Result<Output, TaskError> { Ok(Output::empty()) }
+            })
+            .redis(url.as_str())
+            .visibility_timeout(VISIBILITY)
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (unnamed(), unnamed());
+    wait_until("both nodes beat", || a.cluster_nodes().unwrap().len() == 2);
+    let names: Vec<String> = a
+        .cluster_nodes()
+        .unwrap()
+        .into_iter()
+        .map(|n| n.name)
+        .collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| n.contains(&format!("-pid-{}-", std::process::id()))),
+        "{names:?}"
+    );
+    a.shutdown().unwrap();
+    b.shutdown().unwrap();
+}
+
+#[test]
+fn an_entry_that_cannot_be_taken_in_hand_does_not_strand_those_read_with_it() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let (a, release, _) = gated_node(&url, "a", 2, VISIBILITY, 100);
+    // Both agents run a long task, two more are in hand: nothing is read.
+    let held = a.submit_batch((0..4).map(|_| long())).unwrap();
+    wait_until("the node holds four tasks", || {
+        pending_by_consumer(&url) == [("a".to_owned(), 4)]
+    });
+    let [p, q] = a.submit_batch([job(), job()]).unwrap()[..] else {
+        unreachable!()
+    };
+    // Take `p` and `q` out of the stream, to put them back below.
+    let mut connection = raw(&url);
+    let stream = "agentry:tasks:researcher:2";
+    let mut records = Vec::new();
+    for id in [p, q] {
+        let at: String = redis::cmd("HGET")
+            .arg("agentry:tasks:index")
+            .arg(id.get())
+            .query(&mut connection)
+            .unwrap();
+        let entry = at.split_once(' ').unwrap().0.to_owned();
+        let found: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(stream)
+            .arg(&entry)
+            .arg(&entry)
+            .query(&mut connection)
+            .unwrap();
+        records.push(found.ids[0].get::<Vec<u8>>("task").unwrap());
+        let _: () = redis::cmd("XDEL")
+            .arg(stream)
+            .arg(&entry)
+            .query(&mut connection)
+            .unwrap();
+    }
+    // Two tasks in hand are cancelled: the node has room for two, and waits.
+    let _: () = redis::cmd("SADD")
+        .arg("agentry:tasks:cancels:a")
+        .arg(held[2].get())
+        .arg(held[3].get())
+        .query(&mut connection)
+        .unwrap();
+    wait_until("the cancelled tasks are let go of", || {
+        pending_by_consumer(&url) == [("a".to_owned(), 2)]
+    });
+    // At once, so that one read delivers both: `p` as put back by a leader
+    // (taking it in hand looks up its result, which fails: the results key
+    // has the wrong type), `q` behind it.
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    pipe.cmd("SET")
+        .arg("agentry:results")
+        .arg("not a hash")
+        .ignore();
+    for (id, record, requeued) in [(p, &records[0], true), (q, &records[1], false)] {
+        let add = pipe.cmd("XADD");
+        add.arg(stream)
+            .arg("*")
+            .arg("task")
+            .arg(record)
+            .arg("id")
+            .arg(id.get());
+        if requeued {
+            add.arg("takeovers").arg(1);
+        }
+        add.ignore();
+    }
+    let _: () = pipe.query(&mut connection).unwrap();
+    wait_until("the node read both entries", || {
+        pending_by_consumer(&url) == [("a".to_owned(), 4)]
+    });
+    let _: () = redis::cmd("DEL")
+        .arg("agentry:results")
+        .query(&mut connection)
+        .unwrap();
+    release.store(true, std::sync::atomic::Ordering::Release);
+    let result = a.wait(q, PATIENCE).unwrap();
+    assert_eq!(result.status(), TaskStatus::Succeeded, "{result:?}");
+    assert_eq!(result.attempts(), 1, "q was left to a takeover: {result:?}");
+    a.wait(p, PATIENCE).unwrap();
+    a.shutdown().unwrap();
 }

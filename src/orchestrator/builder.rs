@@ -179,7 +179,9 @@ impl OrchestratorBuilder {
     /// tells the one node that should do what only one must; every node
     /// still pulls tasks. The leader watches the nodes' heartbeats and
     /// declares dead a node silent for a quarter of its
-    /// [visibility timeout](Self::visibility_timeout), putting that node's
+    /// [visibility timeout](Self::visibility_timeout) plus one Redis command
+    /// timeout (by the leader's timeouts or the node's, whichever is
+    /// longer), putting that node's
     /// tasks back for the others at once ([`Event::NodeDead`](crate::Event::NodeDead)).
     pub fn election(mut self, config: ElectionConfig) -> Self {
         self.election = Some(config);
@@ -226,7 +228,9 @@ impl OrchestratorBuilder {
     /// name in the task streams and its row in
     /// [`Orchestrator::cluster_nodes`]. Must be unique in the cluster and
     /// stable across restarts of the node (a restarted node finds the tasks
-    /// it held). Default: `pid-<process id>`.
+    /// it held). Default: `<host>-pid-<process id>-<random>`, unique but new
+    /// at each start (a restarted node's tasks are then taken over after the
+    /// visibility timeout).
     #[cfg(feature = "redis")]
     pub fn node(mut self, name: impl Into<String>) -> Self {
         self.node = Some(name.into());
@@ -239,7 +243,8 @@ impl OrchestratorBuilder {
     /// node refreshes what it holds every third of this, however long its
     /// tasks run, and writes its heartbeat every twelfth; with an
     /// [election](Self::election), the leader declares a node dead when its
-    /// heartbeat is a quarter of this old.
+    /// heartbeat is a quarter of this plus one command timeout old. At
+    /// least 100 ms: an idle pump pass alone takes 20 ms.
     #[cfg(feature = "redis")]
     pub fn visibility_timeout(mut self, timeout: Duration) -> Self {
         self.visibility_timeout = timeout;
@@ -341,7 +346,7 @@ impl OrchestratorBuilder {
     /// [`LeaderElection::new`](crate::LeaderElection::new)); [`Error::Io`]
     /// when a thread cannot be spawned or the state directory cannot be
     /// created. With `redis`: [`Error::InvalidConfig`] also with a state
-    /// directory, an empty node name or a visibility timeout under 10 ms,
+    /// directory, an empty node name or a visibility timeout under 100 ms,
     /// and [`Error::Backend`] when the server cannot be reached.
     pub fn build(self) -> Result<Orchestrator> {
         self.validate()?;
@@ -394,9 +399,9 @@ impl OrchestratorBuilder {
             if self.state_dir.is_some() {
                 return invalid("`redis` with `state_dir`: a node's tasks live in redis".into());
             }
-            if self.visibility_timeout < Duration::from_millis(10) {
+            if self.visibility_timeout < Duration::from_millis(100) {
                 return invalid(format!(
-                    "visibility_timeout {:?} is below 10 ms",
+                    "visibility_timeout {:?} is below 100 ms",
                     self.visibility_timeout
                 ));
             }

@@ -102,8 +102,9 @@ pub enum Event {
     },
     /// The leader of a Redis cluster (a node given an
     /// [election](crate::OrchestratorBuilder::election)) declared another
-    /// node dead: its heartbeat was a quarter of the leader's visibility
-    /// timeout old. The tasks it held were put back at once for any node
+    /// node dead: its heartbeat was a quarter of the visibility timeout plus
+    /// one Redis command timeout old (by the leader's timeouts or the node's,
+    /// whichever is longer). The tasks it held were put back at once for any node
     /// (their next attempt counted), its consumers and its entry in the
     /// cluster's node list deleted. Only the leader sends it.
     NodeDead {

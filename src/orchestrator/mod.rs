@@ -260,9 +260,9 @@ pub struct Orchestrator {
     /// With a state directory: the thread following the election.
     /// Dropping the sender stops it.
     leadership: Option<(JoinHandle<()>, Sender<()>)>,
-    /// As a Redis cluster node: the thread pulling tasks, and its stop flag.
+    /// As a Redis cluster node: the thread pulling tasks, and its controls.
     #[cfg(feature = "redis")]
-    pump: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
+    pump: Option<(JoinHandle<()>, Arc<redis_queue::PumpControl>)>,
     /// As a Redis cluster node: the thread relaying messages from the
     /// other nodes, and its stop flag.
     #[cfg(feature = "redis")]
@@ -339,10 +339,7 @@ impl Orchestrator {
         let redis = match &config.redis {
             Some(redis) => Some(Arc::new(RedisQueue::connect(
                 redis.clone(),
-                config
-                    .node
-                    .clone()
-                    .unwrap_or_else(|| format!("pid-{}", std::process::id())),
+                config.node.clone().unwrap_or_else(default_node_name),
                 config
                     .specs
                     .iter()
@@ -452,16 +449,16 @@ impl Orchestrator {
         )?);
         #[cfg(feature = "redis")]
         if let Some(queue) = &shared.redis {
-            let stop = Arc::new(AtomicBool::new(false));
+            let control = Arc::new(redis_queue::PumpControl::default());
             let agents = config.specs.iter().map(|(spec, _)| spec.count).sum();
             orchestrator.pump = Some((
                 redis_queue::spawn_pump(
                     Arc::clone(&shared),
                     Arc::clone(queue),
                     agents,
-                    Arc::clone(&stop),
+                    Arc::clone(&control),
                 )?,
-                stop,
+                control,
             ));
         }
         #[cfg(feature = "redis")]
@@ -590,16 +587,11 @@ impl Orchestrator {
     pub fn cancel(&self, id: TaskId) -> Result<bool> {
         #[cfg(feature = "redis")]
         if let Some(queue) = &self.shared.redis {
-            if !queue.holds(id) {
-                return queue.cancel(id);
-            }
-            // Held here: unknown to the distributor only in the instant
-            // between the pump's claim and its hand-over; then the request
-            // goes through Redis, and the pump answers it.
-            return match self.cancel_here(id) {
-                Err(Error::NotFound { .. }) => queue.cancel(id),
-                other => other,
-            };
+            // Always through Redis, even for a task in hand here: only the
+            // group knows whether this node still holds it (another node
+            // may have taken it over while this one was frozen or cut off);
+            // if it does, this node's pump answers within its cancel poll.
+            return queue.cancel(id);
         }
         self.cancel_here(id)
     }
@@ -801,10 +793,13 @@ impl Orchestrator {
         self.shut_down = true;
         // A cluster node stops pulling first; the tasks it holds and has not
         // started are left pending in Redis, for another node to take over.
+        // Its pump goes on beating and refreshing the running ones until
+        // they end (below), so no node takes them over meanwhile.
         #[cfg(feature = "redis")]
-        if let Some((pump, stop)) = self.pump.take() {
-            stop.store(true, Ordering::Release);
-            let _ = pump.join();
+        let pump = self.pump.take();
+        #[cfg(feature = "redis")]
+        if let Some((_, control)) = &pump {
+            control.drain.store(true, Ordering::Release);
         }
         // It leaves the relay and delivers what other nodes sent before the
         // agents stop reading.
@@ -817,6 +812,8 @@ impl Orchestrator {
         self.shared.distributor.lock().close(&mut fx);
         self.shared.apply(&mut fx);
         let Some(supervisor) = self.supervisor.take() else {
+            #[cfg(feature = "redis")]
+            end_pump(pump);
             self.stop_durable();
             return Ok(());
         };
@@ -832,6 +829,8 @@ impl Orchestrator {
         if stuck.is_ok() {
             let _ = supervisor.join();
         }
+        #[cfg(feature = "redis")]
+        end_pump(pump);
         self.stop_durable();
         let stuck = stuck.map_err(|_| Error::Timeout)?;
         if stuck.is_empty() {
@@ -840,6 +839,35 @@ impl Orchestrator {
             tracing::warn!(?stuck, "agents still running at the shutdown timeout");
             Err(Error::Timeout)
         }
+    }
+}
+
+/// A node name unique in the cluster without configuration: the host name
+/// (where the system tells it), the process id (pid 1 in every container)
+/// and a random suffix.
+#[cfg(feature = "redis")]
+fn default_node_name() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    let host = if host.is_empty() {
+        "node".to_owned()
+    } else {
+        host
+    };
+    format!("{host}-pid-{}-{:08x}", std::process::id(), random as u32)
+}
+
+/// Ends a cluster node's pump once its agents ended.
+#[cfg(feature = "redis")]
+fn end_pump(pump: Option<(JoinHandle<()>, Arc<redis_queue::PumpControl>)>) {
+    if let Some((pump, control)) = pump {
+        control.stop.store(true, Ordering::Release);
+        let _ = pump.join();
     }
 }
 

@@ -20,8 +20,9 @@
 //! | `ns:tasks:waiting`, `:waiting:count`, `:waiting:stream` | hashes: task id → the record, the count of unmet dependencies and the stream of a task waiting for its dependencies |
 //! | `ns:tasks:dependents:<id>` | set: the waiting tasks that depend on task `id` |
 //! | `ns:results` | hash: task id → postcard result |
-//! | `ns:results:order` | sorted set of result ids, to evict the oldest past the retention |
-//! | `ns:nodes` | hash: node name → its last heartbeat (ms since the Unix epoch, on the Redis server's clock) and agent count |
+//! | `ns:results:order` | sorted set of result ids scored by when they were stored, to evict the oldest past the retention |
+//! | `ns:results:seq` | the counter that orders stored results (`INCR`) |
+//! | `ns:nodes` | hash: node name → its last heartbeat (ms since the Unix epoch, on the Redis server's clock), agent count and the heartbeat age (ms) after which it may be declared dead |
 //!
 //! # Protocol
 //!
@@ -63,15 +64,19 @@
 //!   back, and cancels locally those it has not started (their
 //!   cancellation is not stored; they run on the other node). One it had
 //!   started runs to its end and its result is stored too: at least once.
+//!   Nothing fences the hand-out meanwhile: its agents resume before the
+//!   pump's refresh and may start some of those tasks, which then run on
+//!   both nodes.
 //! * **Heartbeats and the leader.** Every node writes its heartbeat every
 //!   twelfth of its visibility timeout, with a script that reads the
 //!   server's clock (`TIME`), so hosts' clocks need not agree, and its
 //!   specs and their lanes with it. Without an
 //!   election, that is all: dead nodes' tasks come back through
 //!   `XAUTOCLAIM`. With an election on Redis, the leader's pump, at each of
-//!   its heartbeats, declares dead every other node whose heartbeat is a
-//!   quarter of the leader's visibility timeout old (three heartbeats
-//!   missed): one script per dead node re-checks the age, and for each of
+//!   its heartbeats, declares dead every other node whose heartbeat is
+//!   three heartbeats and one command timeout old, by the leader's
+//!   timeouts and by the node's own (written in its heartbeat row, so a
+//!   node with a longer visibility timeout is judged by its own): one script per dead node re-checks the age, and for each of
 //!   its pending entries in every lane appends a copy at the end of the
 //!   stream (its `takeovers` field counting the attempt), acknowledges and
 //!   deletes the old one, then deletes the node's consumers and its rows in
@@ -84,6 +89,10 @@
 //!   was flushed, or a Redis without persistence restarted), the pump
 //!   creates the consumer groups again; the entries still in the streams
 //!   are then delivered anew (a node keeps running those it holds, once).
+//!   Each heartbeat raises `ns:tasks:next-id` to at least the highest task
+//!   id its node holds, so a counter that restarted gives new tasks no id
+//!   of a task still running; a task submitted between the flush and the
+//!   holders' next heartbeats may still collide with one (not fenced).
 //! * **Idempotent claims.** Before handing out an entry, the pump checks
 //!   whether its result is already stored (a node finished it, then died
 //!   before acknowledging): if so it acknowledges the entry instead of
@@ -99,8 +108,9 @@
 //!   failure, cancellation or timeout fails them at once, naming it, and
 //!   their own dependents in turn. A dependency unknown to the cluster (no
 //!   outcome, entry or waiting record) is [`Error::NotFound`] at submit.
-//! * **Cancel.** `cancel` on a node holding the task cancels it locally (if
-//!   not started). Otherwise one script finds the entry through the index:
+//! * **Cancel.** `cancel` on any node, the holder included (only the group
+//!   knows whether a node that was frozen still holds a task), runs one
+//!   script that finds the entry through the index:
 //!   not delivered yet, it is deleted and the Cancelled result stored at
 //!   once; delivered, the task id goes into the holder's cancel set and the
 //!   requests hash. Every holder's pump takes its cancel set every 10 ms
@@ -117,7 +127,7 @@
 //!   meanwhile go in one pipeline (one round trip, and one fsync on a server
 //!   with `appendfsync always`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
@@ -164,10 +174,13 @@ local function varint(n)
   until n == 0
   return table.concat(out)
 end
+local function ordered(id)
+  redis.call('ZADD', P .. 'results:order', redis.call('INCR', P .. 'results:seq'), id)
+end
 local function store_failed(id, reason)
   redis.call('HSET', P .. 'results', id,
     varint(tonumber(id)) .. string.char(0, 1) .. varint(#reason) .. reason .. string.char(0, 0, 0, 3))
-  redis.call('ZADD', P .. 'results:order', id, id)
+  ordered(id)
   redis.call('HSET', P .. 'tasks:outcomes', id, 'failed: ' .. reason)
 end
 local function unwait(id)
@@ -258,7 +271,9 @@ return 0
 "
 );
 
-/// Stores a result and its outcome, acknowledges and deletes its entry,
+/// Stores a result and its outcome (ordered by when it was stored, not by
+/// task id, so a long task's result is not the first evicted),
+/// acknowledges and deletes its entry,
 /// forgets its takeover count, its index row and any cancel request,
 /// settles its dependents, evicts past the retention. KEYS: results,
 /// order, stream, takeovers, index, cancel requests. ARGV: id, result
@@ -270,7 +285,8 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HDEL', KEYS[4], ARGV[1])
 redis.call('HDEL', KEYS[5], ARGV[1])
 redis.call('HDEL', KEYS[6], ARGV[1])
-redis.call('ZADD', KEYS[2], ARGV[1], ARGV[1])
+ordered(ARGV[1])
+-- A group or stream lost to a flush fails neither (XACK answers 0).
 redis.call('XACK', KEYS[3], ARGV[3], ARGV[4])
 redis.call('XDEL', KEYS[3], ARGV[4])
 redis.call('HSET', P .. 'tasks:outcomes', ARGV[1], ARGV[6])
@@ -298,15 +314,24 @@ return lost
 ";
 
 /// Writes a node's heartbeat on the server's clock, so that hosts whose
-/// clocks disagree still judge ages alike. KEYS: nodes. ARGV: node, agents.
+/// clocks disagree still judge ages alike, with the age (ms) after which
+/// the node itself may be declared dead. Raises the task id counter to at
+/// least the highest id the node holds: after a flush, or a restart without
+/// persistence, new tasks must not take the ids of tasks still running.
+/// KEYS: nodes, task id counter. ARGV: node, agents, that age, highest id
+/// held (0 if none).
 const HEARTBEAT: &str = r"
 local t = redis.call('TIME')
-redis.call('HSET', KEYS[1], ARGV[1], t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000)) .. ' ' .. ARGV[2])
+redis.call('HSET', KEYS[1], ARGV[1], t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000)) .. ' ' .. ARGV[2] .. ' ' .. ARGV[3])
+if tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(ARGV[4]) then
+  redis.call('SET', KEYS[2], ARGV[4])
+end
 return 0
 ";
 
 /// Declares a node dead if its heartbeat (server clock) is at least
-/// `ARGV[2]` ms old: puts each of its pending entries back at the end of
+/// `ARGV[2]` ms old, and at least the age its own row names (a node with a
+/// longer visibility timeout than the leader's beats less often): puts each of its pending entries back at the end of
 /// its stream for any node (a new entry whose `takeovers` field counts the
 /// attempt, the old one acknowledged and deleted), deletes its consumers
 /// and its entries in the nodes and specs hashes; the index follows the
@@ -319,11 +344,15 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local beat = redis.call('HGET', KEYS[1], ARGV[1])
 if not beat then return -1 end
 local at = tonumber(string.match(beat, '^(%d+)'))
-if at and now - at < tonumber(ARGV[2]) then return -1 end
+local threshold = math.max(tonumber(ARGV[2]), tonumber(string.match(beat, '^%d+ %d+ (%d+)')) or 0)
+if at and now - at < threshold then return -1 end
 local moved = 0
 for i = 4, #KEYS do
-  local pending = redis.pcall('XPENDING', KEYS[i], ARGV[3], '-', '+', 100000, ARGV[1])
-  if type(pending) == 'table' and not pending.err then
+  -- Pages of 1000 until none is left: DELCONSUMER below would drop any
+  -- entry still pending on the node.
+  local pending = redis.pcall('XPENDING', KEYS[i], ARGV[3], '-', '+', 1000, ARGV[1])
+  local readable = type(pending) == 'table' and not pending.err
+  while readable and #pending > 0 do
     for _, p in ipairs(pending) do
       local found = redis.call('XRANGE', KEYS[i], p[1], p[1])
       if #found == 1 then
@@ -347,6 +376,9 @@ for i = 4, #KEYS do
       redis.call('XACK', KEYS[i], ARGV[3], p[1])
       redis.call('XDEL', KEYS[i], p[1])
     end
+    pending = redis.call('XPENDING', KEYS[i], ARGV[3], '-', '+', 1000, ARGV[1])
+  end
+  if readable then
     redis.pcall('XGROUP', 'DELCONSUMER', KEYS[i], ARGV[3], ARGV[1])
   end
 end
@@ -368,7 +400,7 @@ const CANCEL: &str = concat!(
     r"
 local function cancelled()
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-  redis.call('ZADD', KEYS[2], ARGV[1], ARGV[1])
+  ordered(ARGV[1])
   redis.call('HSET', P .. 'tasks:outcomes', ARGV[1], ARGV[6])
   settle(ARGV[1], ARGV[6])
   evict(tonumber(ARGV[4]))
@@ -508,6 +540,11 @@ pub(crate) struct RedisQueue {
     nodes: String,
     /// Tasks this node claimed and has not finished.
     in_hand: Mutex<HashMap<TaskId, Entry>>,
+    /// Tasks cancelled here because another node took them over: their
+    /// Cancelled result is not stored. Out of `in_hand` at once, so that a
+    /// copy put back by the leader is taken as a new task, not bound to
+    /// the cancelled one.
+    dropped: Mutex<HashSet<TaskId>>,
     /// Per stream, where the next `XAUTOCLAIM` scan starts: the live
     /// entries at the head of the pending list do not hide those behind.
     cursors: Mutex<HashMap<String, String>>,
@@ -546,6 +583,7 @@ impl RedisQueue {
             visibility,
             retention,
             in_hand: Mutex::new(HashMap::new()),
+            dropped: Mutex::new(HashSet::new()),
             cursors: Mutex::new(HashMap::new()),
         };
         queue.register()?;
@@ -932,9 +970,11 @@ impl RedisQueue {
             self.cursors
                 .lock()
                 .insert(stream.to_owned(), stale.next_stream_id);
-            for entry in stale.claimed {
-                self.admit(stream, entry, true, claimed)?;
-            }
+            self.admit_all(
+                stale.claimed.into_iter().map(|e| (stream, e)),
+                true,
+                claimed,
+            )?;
             if wrapped {
                 break;
             }
@@ -970,12 +1010,31 @@ impl RedisQueue {
                         .arg(vec![">"; streams.len()])
                         .query(c)
                 })?;
-        for key in fresh.map(|r| r.keys).unwrap_or_default() {
-            for entry in key.ids {
-                self.admit(&key.key, entry, false, claimed)?;
+        let keys = fresh.map(|r| r.keys).unwrap_or_default();
+        let entries = keys
+            .iter()
+            .flat_map(|key| key.ids.iter().map(move |e| (key.key.as_str(), e.clone())));
+        self.admit_all(entries, false, claimed)
+    }
+
+    /// Admits every entry delivered to this node: one that fails (Redis
+    /// not answering its look-ups) does not leave those after it pending
+    /// here untracked, unrefreshed and unrun until the visibility timeout.
+    /// Returns the first error once all were tried.
+    fn admit_all<'a>(
+        &self,
+        entries: impl Iterator<Item = (&'a str, StreamId)>,
+        reclaimed: bool,
+        out: &mut Vec<Task>,
+    ) -> Result<()> {
+        let mut failed = None;
+        for (stream, entry) in entries {
+            if let Err(error) = self.admit(stream, entry, reclaimed, out) {
+                tracing::warn!(%error, "taking a delivered task in hand failed; it comes back after the visibility timeout");
+                failed.get_or_insert(error);
             }
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     /// Decodes one delivered entry and takes it in hand, unless it was
@@ -997,8 +1056,23 @@ impl RedisQueue {
             Err(error) => {
                 // Written by something else (another version?): taking it
                 // again at every reclaim would stall the tasks behind it.
-                tracing::error!(%error, entry = %entry.id, "dropping a task entry that does not decode");
-                return self.acknowledge(stream, &entry.id);
+                tracing::error!(%error, entry = %entry.id, "a task entry does not decode: failing its task");
+                let Some(id) = entry.get::<u64>("id").filter(|&id| id > 0) else {
+                    return self.acknowledge(stream, &entry.id);
+                };
+                // Its waiters and dependents learn why, as from any failure.
+                let failed = TaskResult::failed(
+                    TaskId::new(id),
+                    TaskStatus::Failed,
+                    format!("its entry in redis does not decode: {error}"),
+                    0,
+                );
+                let held = Entry {
+                    stream: stream.to_owned(),
+                    id: entry.id,
+                    lost: false,
+                };
+                return self.store(&[(&failed, held)]);
             }
         };
         let id = record.id();
@@ -1108,16 +1182,15 @@ impl RedisQueue {
     /// runs again (here or elsewhere) after the visibility timeout.
     fn finish(&self, results: &[TaskResult]) {
         let held: Vec<(&TaskResult, Entry)> = {
-            let mut in_hand = self.in_hand.lock();
+            let mut dropped = self.dropped.lock();
+            let in_hand = self.in_hand.lock();
             results
                 .iter()
                 .filter_map(|r| {
-                    let entry = in_hand.get(&r.id())?;
-                    if entry.lost && r.status() == TaskStatus::Cancelled {
-                        in_hand.remove(&r.id());
+                    if r.status() == TaskStatus::Cancelled && dropped.remove(&r.id()) {
                         return None;
                     }
-                    Some((r, entry.clone()))
+                    Some((r, in_hand.get(&r.id())?.clone()))
                 })
                 .collect()
         };
@@ -1171,9 +1244,16 @@ impl RedisQueue {
     /// them. Returns the tasks whose entries
     /// another node took over (or that were acknowledged meanwhile), marked
     /// lost: the caller cancels them here unless they started.
-    fn refresh(&self) -> Result<Vec<TaskId>> {
+    /// Entries of the tasks in `skip` are not refreshed (a shutting-down
+    /// node's tasks it will not run).
+    fn refresh(&self, skip: &HashSet<TaskId>) -> Result<Vec<TaskId>> {
         let mut by_stream: HashMap<String, Vec<String>> = HashMap::new();
-        for entry in self.in_hand.lock().values().filter(|e| !e.lost) {
+        for (_, entry) in self
+            .in_hand
+            .lock()
+            .iter()
+            .filter(|(id, e)| !e.lost && !skip.contains(id))
+        {
             by_stream
                 .entry(entry.stream.clone())
                 .or_default()
@@ -1212,13 +1292,9 @@ impl RedisQueue {
         Ok(ids)
     }
 
-    /// Whether this node holds task `id` (claimed, not finished).
-    pub(crate) fn holds(&self, id: TaskId) -> bool {
-        self.in_hand.lock().contains_key(&id)
-    }
-
-    /// Cancels a task this node does not hold, for `Orchestrator::cancel`:
-    /// at once if no node took it yet; else asks its holder, which cancels
+    /// Cancels any task of the cluster, for `Orchestrator::cancel`: at
+    /// once if no node took it yet; else asks its holder (this node too,
+    /// through its own cancel set), which cancels
     /// it unless it started, and waits for the outcome, at most twice the
     /// visibility timeout (a holder that died meanwhile leaves the request
     /// to the node that takes its tasks over).
@@ -1276,7 +1352,7 @@ impl RedisQueue {
     /// Waits for the holder's answer to a cancel request: a stored result
     /// (cancelled or not), or its word that the task started.
     fn await_cancel(&self, id: TaskId) -> Result<bool> {
-        let deadline = crate::clock::deadline_after(self.visibility * 2);
+        let deadline = crate::clock::deadline_after(cancel_patience(self.visibility));
         loop {
             if let Some(result) = self.result(id)? {
                 return Ok(result.status() == TaskStatus::Cancelled);
@@ -1333,15 +1409,25 @@ impl RedisQueue {
     /// Writes this node's heartbeat.
     /// Its specs and lanes go with it: written again after a leader
     /// declared this node dead (it was only frozen) or the database was
-    /// flushed.
+    /// flushed; and the task id counter is raised past the tasks it holds.
     fn heartbeat(&self, agents: usize) -> Result<()> {
         let mut pipe = ::redis::pipe();
+        let highest = self
+            .in_hand
+            .lock()
+            .keys()
+            .map(|id| id.get())
+            .max()
+            .unwrap_or(0);
         pipe.cmd("EVAL")
             .arg(HEARTBEAT)
-            .arg(1)
+            .arg(2)
             .arg(&self.nodes)
+            .arg(&self.next_id)
             .arg(&self.node)
             .arg(agents)
+            .arg(millis(self.dead_after()))
+            .arg(highest)
             .ignore();
         self.register_into(&mut pipe)?;
         self.pool
@@ -1359,14 +1445,17 @@ impl RedisQueue {
     /// [`Error::Backend`] if Redis cannot be reached.
     fn reap_dead(&self) -> Result<Vec<(String, usize)>> {
         let now = self.server_now()?;
-        let threshold = dead_after(self.visibility);
+        let threshold = self.dead_after();
         let stale: Vec<String> = self
-            .nodes()?
+            .beats()?
             .into_iter()
-            .filter(|(name, at, _)| {
-                *name != self.node && now.duration_since(*at).is_ok_and(|age| age >= threshold)
+            .filter(|(name, at, _, own)| {
+                *name != self.node
+                    && now
+                        .duration_since(*at)
+                        .is_ok_and(|age| age >= threshold.max(*own))
             })
-            .map(|(name, _, _)| name)
+            .map(|(name, ..)| name)
             .collect();
         if stale.is_empty() {
             return Ok(Vec::new());
@@ -1403,6 +1492,12 @@ impl RedisQueue {
             }
         }
         Ok(dead)
+    }
+
+    /// How old this node's heartbeat must be before a leader declares it
+    /// dead: [`dead_after`] of its visibility and command timeouts.
+    fn dead_after(&self) -> Duration {
+        dead_after(self.visibility, self.pool.config().command_timeout())
     }
 
     /// The Redis server's clock.
@@ -1514,6 +1609,17 @@ impl RedisQueue {
     ///
     /// [`Error::Backend`] if Redis cannot be reached.
     pub(crate) fn nodes(&self) -> Result<Vec<(String, SystemTime, usize)>> {
+        Ok(self
+            .beats()?
+            .into_iter()
+            .map(|(name, at, agents, _)| (name, at, agents))
+            .collect())
+    }
+
+    /// The nodes that wrote a heartbeat: name, last heartbeat, agents, and
+    /// the age after which the node may be declared dead (zero if its row
+    /// does not say).
+    fn beats(&self) -> Result<Vec<(String, SystemTime, usize, Duration)>> {
         let raw: HashMap<String, String> =
             self.pool
                 .run(Retry::Once, &|| "read the nodes".to_owned(), |c| {
@@ -1522,9 +1628,11 @@ impl RedisQueue {
         let mut nodes: Vec<_> = raw
             .into_iter()
             .filter_map(|(name, value)| {
-                let (at, agents) = value.split_once(' ')?;
-                let at = UNIX_EPOCH + Duration::from_millis(at.parse().ok()?);
-                Some((name, at, agents.parse().ok()?))
+                let mut fields = value.split(' ');
+                let at = UNIX_EPOCH + Duration::from_millis(fields.next()?.parse().ok()?);
+                let agents = fields.next()?.parse().ok()?;
+                let own = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
+                Some((name, at, agents, Duration::from_millis(own)))
             })
             .collect();
         nodes.sort_by(|a, b| a.0.cmp(&b.0));
@@ -1541,13 +1649,24 @@ impl std::fmt::Debug for RedisQueue {
     }
 }
 
+/// What the orchestrator tells its pump at shutdown.
+#[derive(Debug, Default)]
+pub(crate) struct PumpControl {
+    /// Claim no more tasks, but go on writing heartbeats, refreshing the
+    /// tasks still running and answering cancel requests, so that no node
+    /// takes over a task this one is finishing.
+    pub(crate) drain: AtomicBool,
+    /// End the pump.
+    pub(crate) stop: AtomicBool,
+}
+
 /// The pump: keeps this node's agents fed from the cluster's streams and
-/// refreshes what it holds. Ends when `stop` is set.
+/// refreshes what it holds. Ends when `control.stop` is set.
 pub(crate) fn spawn_pump(
     shared: Arc<Shared>,
     queue: Arc<RedisQueue>,
     agents: usize,
-    stop: Arc<AtomicBool>,
+    control: Arc<PumpControl>,
 ) -> Result<JoinHandle<()>> {
     let thread = thread::Builder::new()
         .name("agentry-redis-pump".into())
@@ -1558,10 +1677,17 @@ pub(crate) fn spawn_pump(
             let mut refreshed: Option<Instant> = None;
             let mut beaten: Option<Instant> = None;
             let mut polled = Instant::now();
-            while !stop.load(Ordering::Acquire) {
+            while !control.stop.load(Ordering::Acquire) {
+                let draining = control.drain.load(Ordering::Acquire);
                 if polled.elapsed() >= CANCEL_POLL {
                     polled = Instant::now();
                     honour_cancels(&shared, &queue);
+                }
+                // Each step may wait a command timeout on a dead server:
+                // a stop asked meanwhile ends the pass before the next.
+                let stopped = || control.stop.load(Ordering::Acquire);
+                if stopped() {
+                    break;
                 }
                 if beaten.is_none_or(|at| at.elapsed() >= heartbeat_interval(queue.visibility)) {
                     beaten = Some(Instant::now());
@@ -1584,12 +1710,23 @@ pub(crate) fn spawn_pump(
                 }
                 // Refreshing and reclaiming run every third of the
                 // visibility timeout; plain reads in between.
+                if stopped() {
+                    break;
+                }
                 let due = refreshed.is_none_or(|at| at.elapsed() >= queue.visibility / 3);
                 if due {
-                    match queue.refresh() {
+                    // Draining: the tasks the distributor let go of at
+                    // close (never started) are left to other nodes.
+                    let mut skip = HashSet::new();
+                    if draining {
+                        let held: Vec<TaskId> = queue.in_hand.lock().keys().copied().collect();
+                        let distributor = shared.distributor.lock();
+                        skip.extend(held.into_iter().filter(|id| !distributor.is_live(*id)));
+                    }
+                    match queue.refresh(&skip) {
                         Ok(lost) => {
                             refreshed = Some(Instant::now());
-                            drop_lost(&shared, &lost);
+                            drop_lost(&shared, &queue, &lost);
                         }
                         Err(error) => {
                             tracing::warn!(%error, "refreshing the tasks in hand failed");
@@ -1601,8 +1738,11 @@ pub(crate) fn spawn_pump(
                         tracing::warn!(%error, "listing the task lanes failed");
                     }
                 }
+                if stopped() {
+                    break;
+                }
                 let room = target.saturating_sub(queue.in_hand.lock().len());
-                if room == 0 {
+                if room == 0 || draining {
                     thread::sleep(Duration::from_millis(1));
                     continue;
                 }
@@ -1610,7 +1750,14 @@ pub(crate) fn spawn_pump(
                     Ok(tasks) if tasks.is_empty() => {}
                     Ok(tasks) => {
                         let mut fx = Effects::default();
-                        shared.distributor.lock().admit_claimed(tasks, &mut fx);
+                        let mut distributor = shared.distributor.lock();
+                        // Under the lock `close` takes: claimed after the
+                        // drain began, they are left unrefreshed, for
+                        // another node.
+                        if !control.drain.load(Ordering::Acquire) {
+                            distributor.admit_claimed(tasks, &mut fx);
+                        }
+                        drop(distributor);
                         shared.apply(&mut fx);
                     }
                     Err(error) => {
@@ -1655,7 +1802,7 @@ fn honour_cancels(shared: &Shared, queue: &RedisQueue) {
 
 /// Cancels here the tasks another node took over, unless they started (a
 /// started one finishes here too, and its result is stored: at least once).
-fn drop_lost(shared: &Shared, lost: &[TaskId]) {
+fn drop_lost(shared: &Shared, queue: &RedisQueue, lost: &[TaskId]) {
     if lost.is_empty() {
         return;
     }
@@ -1664,6 +1811,10 @@ fn drop_lost(shared: &Shared, lost: &[TaskId]) {
     for &id in lost {
         // Only a task finished meanwhile is not live: nothing to drop.
         if let Ok(true) = distributor.cancel(id, "taken over by another node", &mut fx) {
+            // Before its result reaches the recorder (`fx` is applied
+            // below): the recorder then ignores it.
+            queue.dropped.lock().insert(id);
+            queue.in_hand.lock().remove(&id);
             tracing::info!(task = %id, "another node took over a task this node held; not running it here");
         }
     }
@@ -1716,16 +1867,26 @@ fn outcome(result: &TaskResult) -> String {
     }
 }
 
+/// How long a cancel waits for the holder's answer: twice the visibility
+/// timeout, saturating (the builder accepts any timeout above its floor).
+fn cancel_patience(visibility: Duration) -> Duration {
+    visibility.saturating_mul(2)
+}
+
 /// How often a node writes its heartbeat: a twelfth of the visibility
 /// timeout.
 fn heartbeat_interval(visibility: Duration) -> Duration {
     visibility / 12
 }
 
-/// How old a heartbeat makes the cluster's leader declare its node dead: a
-/// quarter of the visibility timeout (three heartbeats missed).
-fn dead_after(visibility: Duration) -> Duration {
-    visibility / 4
+/// How old a heartbeat makes the cluster's leader declare its node dead:
+/// three heartbeats missed (a quarter of the visibility timeout) and one
+/// command timeout more, since the pump that writes heartbeats may wait
+/// that long on one command.
+fn dead_after(visibility: Duration, command_timeout: Duration) -> Duration {
+    heartbeat_interval(visibility)
+        .saturating_mul(3)
+        .saturating_add(command_timeout)
 }
 
 #[cfg(test)]
@@ -1740,5 +1901,14 @@ mod tests {
         let result = TaskResult::failed(TaskId::new(300), TaskStatus::Failed, "why".into(), 0);
         let bytes = postcard::to_stdvec(&ResultRecord::from(&result)).unwrap();
         assert_eq!(bytes, [0xAC, 0x02, 0, 1, 3, b'w', b'h', b'y', 0, 0, 0, 3]);
+    }
+
+    #[test]
+    fn a_huge_visibility_timeout_does_not_overflow_the_cancel_wait() {
+        assert_eq!(cancel_patience(Duration::MAX), Duration::MAX);
+        assert_eq!(
+            cancel_patience(Duration::from_secs(3)),
+            Duration::from_secs(6)
+        );
     }
 }
