@@ -578,7 +578,7 @@ fn a_node_with_a_short_visibility_timeout_stays_live_while_its_relay_waits_for_m
     let server = RedisServer::start();
     let a = node(&server.url(), "a", 1);
     let b = node_builder(server.url(), "b", 1)
-        .visibility_timeout(Duration::from_millis(20))
+        .visibility_timeout(Duration::from_millis(100))
         .build()
         .unwrap();
     let inbox = b.mailbox().unwrap();
@@ -586,7 +586,8 @@ fn a_node_with_a_short_visibility_timeout_stays_live_while_its_relay_waits_for_m
         .unwrap()
         .get_connection()
         .unwrap();
-    // The relay lease has a floor well above 20 ms.
+    // The relay lease has a floor well above the shortest visibility
+    // timeout (100 ms), which is also as long as a relay read may block.
     let (lease_end, time): (f64, (u64, u64)) = redis::pipe()
         .cmd("ZSCORE")
         .arg("agentry:relay:nodes")
