@@ -235,6 +235,18 @@ fn signal(name: &str, pid: u32) {
     assert!(status.success(), "kill -{name} {pid}");
 }
 
+/// Whether every thread of process `pid` is stopped (Linux: state `T` in
+/// `/proc/<pid>/task/*/stat`). `kill -STOP` returns once the signal is
+/// queued: the process's threads stop one by one as each is next scheduled,
+/// and until then its relay thread may still read and delete entries.
+fn stopped(pid: u32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|task| std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap())
+        // The state follows the command name, which may hold `)`.
+        .all(|stat| stat.rsplit_once(") ").unwrap().1.starts_with('T'))
+}
+
 // ------------------------------------------------------------------ tests
 
 #[test]
@@ -427,6 +439,7 @@ fn a_node_whose_relay_stream_is_at_its_bound_refuses_senders_and_delivers_all_on
             == 0
     });
     signal("STOP", children.0[0].id());
+    wait_until("the child has stopped", || stopped(children.0[0].id()));
     for n in 0..3 {
         parent
             .broker()
