@@ -595,6 +595,36 @@ fn status_report_has_a_row_per_agent_queues_and_totals() {
 }
 
 #[test]
+fn events_nobody_reads_are_kept_up_to_the_bound_and_the_rest_counted() {
+    const TASKS: usize = 2_500;
+    let orchestrator = Orchestrator::builder()
+        .agents(Role::Researcher, 1, || {
+            |_: &Task, _: &AgentContext| Err(TaskError::retryable("again"))
+        })
+        .autoscale(AutoscalePolicy::disabled())
+        .build()
+        .unwrap();
+    let ids = orchestrator
+        .submit_batch((0..TASKS).map(|_| Task::new("r").with_max_attempts(2)))
+        .unwrap();
+    for id in ids {
+        let result = orchestrator.wait(id, PATIENCE).unwrap();
+        assert_eq!(result.status(), TaskStatus::Failed);
+    }
+    // The agent's spawn, then a retry and a dead letter per task, from one
+    // emitter (the only agent): the bound holds exactly.
+    let emitted = 1 + 2 * TASKS as u64;
+    let kept = orchestrator.events().len();
+    assert_eq!(kept, 4_096);
+    assert_eq!(kept as u64 + orchestrator.status().events_dropped, emitted);
+    // The oldest are kept.
+    assert!(matches!(
+        orchestrator.events().try_recv(),
+        Ok(Event::AgentSpawned { .. })
+    ));
+}
+
+#[test]
 fn invalid_configurations_are_refused() {
     assert!(matches!(
         Orchestrator::builder().build(),

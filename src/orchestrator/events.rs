@@ -7,7 +7,7 @@ use crate::ids::{AgentId, Role, TaskId};
 /// Something the orchestrator did or saw, delivered through
 /// [`Orchestrator::events`](crate::Orchestrator::events).
 ///
-/// The channel is bounded (4,096 events); when the application does not
+/// At most 4,096 events wait in the channel; when the application does not
 /// read it, newer events are dropped and counted in
 /// [`StatusReport::events_dropped`](crate::StatusReport::events_dropped).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -202,7 +202,10 @@ impl Shared {
     }
 
     pub(crate) fn emit(&self, event: Event) {
-        if self.events.try_send(event).is_err() {
+        // The bound is kept here rather than by a bounded channel, which
+        // would allocate and initialise all its slots (300 KB) in `build`;
+        // emitters racing past the check overshoot it by one event each.
+        if self.events.len() >= EVENT_CAPACITY || self.events.send(event).is_err() {
             self.events_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -297,7 +300,7 @@ impl Orchestrator {
         };
         let broker = broker.build()?;
         let first_agent = AgentId::on_node(broker.node(), 1);
-        let (events_tx, events_rx) = crossbeam_channel::bounded(EVENT_CAPACITY);
+        let (events_tx, events_rx) = crossbeam_channel::unbounded();
         let (supervisor_tx, supervisor_inbox) = crossbeam_channel::unbounded();
         let pools = config
             .specs

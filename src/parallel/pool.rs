@@ -64,8 +64,11 @@ impl ParallelPool {
     /// A pool of `threads` threads, started on first use; 0 means one per
     /// core.
     pub(crate) fn new(threads: usize) -> ParallelPool {
+        // Asking the system for its cores reads cgroup files, which costs
+        // more than the rest of building an orchestrator: once per process.
+        static CORES: OnceLock<usize> = OnceLock::new();
         let threads = if threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
+            *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         } else {
             threads
         };
