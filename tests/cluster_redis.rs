@@ -1119,6 +1119,26 @@ fn a_node_killed_mid_work_loses_no_accepted_task() {
     parent.shutdown().unwrap();
 }
 
+/// Node `a` (one agent, a 60 s visibility timeout) running a `long` task
+/// held at its gate and holding a second task it has claimed but cannot
+/// start; returns the node, the gate, and the two tasks.
+fn running_one_holding_one(
+    url: &str,
+) -> (
+    Orchestrator,
+    Arc<std::sync::atomic::AtomicBool>,
+    agentry::TaskId,
+    agentry::TaskId,
+) {
+    let (a, release, started) = gated_node(url, "a", 1, Duration::from_secs(60), 100);
+    let slow = a.submit(long()).unwrap();
+    let held = a.submit(job()).unwrap();
+    wait_until("the node runs one task and holds the other", || {
+        started.lock().unwrap().contains(&slow) && pending_by_consumer(url) == [("a".to_owned(), 2)]
+    });
+    (a, release, slow, held)
+}
+
 /// A node of `agents` agents whose tasks of kind `long` wait for the
 /// returned release; every task started is logged, in order.
 fn gated_node(
@@ -1185,13 +1205,7 @@ fn a_result_stored_while_the_groups_are_gone_still_settles_its_dependents() {
     let server = RedisServer::start();
     let url = server.url();
     // A long visibility timeout: no refresh re-creates the groups early.
-    let (a, release, started) = gated_node(&url, "a", 1, Duration::from_secs(60), 100);
-    let slow = a.submit(long()).unwrap();
-    let filler = a.submit(job()).unwrap();
-    wait_until("the node runs one task and holds the other", || {
-        started.lock().unwrap().contains(&slow)
-            && pending_by_consumer(&url) == [("a".to_owned(), 2)]
-    });
+    let (a, release, slow, filler) = running_one_holding_one(&url);
     // Its hands full, the pump sends no command that would find the groups
     // missing before the long task's result is stored.
     let mut connection = raw(&url);
@@ -1216,13 +1230,7 @@ fn a_result_stored_while_the_groups_are_gone_still_settles_its_dependents() {
 fn a_cancel_on_a_node_whose_task_another_node_took_over_asks_the_new_holder() {
     let server = RedisServer::start();
     let url = server.url();
-    let (a, release, started) = gated_node(&url, "a", 1, Duration::from_secs(60), 100);
-    let slow = a.submit(long()).unwrap();
-    let held = a.submit(job()).unwrap();
-    wait_until("the node runs one task and holds the other", || {
-        started.lock().unwrap().contains(&slow)
-            && pending_by_consumer(&url) == [("a".to_owned(), 2)]
-    });
+    let (a, release, slow, held) = running_one_holding_one(&url);
     // Node `b` takes `held` over, as after `a` froze past the visibility
     // timeout; `a` has not refreshed since, and `b` has started it.
     let mut connection = raw(&url);
