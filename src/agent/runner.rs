@@ -243,7 +243,10 @@ impl Runner {
             self.shared.stop_spinning();
         }
         loop {
-            match self.mailbox.recv_timeout_parked(IDLE_BEAT) {
+            match self
+                .mailbox
+                .recv_until(crate::clock::deadline_after(IDLE_BEAT))
+            {
                 Ok(message) => return self.handle(message),
                 Err(Error::Timeout) => {
                     self.me.beat(&self.shared);

@@ -228,21 +228,14 @@ impl Mailbox {
         if let Some(message) = self.poll_briefly(timeout.min(POLL_BEFORE_SLEEP)) {
             return Ok(self.delivered(message));
         }
-        match self.receiver.recv_deadline(deadline) {
-            Ok(message) => Ok(self.delivered(message)),
-            Err(RecvTimeoutError::Timeout) => Err(Error::Timeout),
-            Err(RecvTimeoutError::Disconnected) => Err(self.disconnected()),
-        }
+        self.recv_until(deadline)
     }
 
-    /// As [`recv_timeout`](Self::recv_timeout) without polling first: for a
-    /// caller that has polled already, or that must not hold a processor
-    /// while it waits.
-    pub(crate) fn recv_timeout_parked(&self, timeout: Duration) -> Result<Message> {
-        match self
-            .receiver
-            .recv_deadline(crate::clock::deadline_after(timeout))
-        {
+    /// Waits until `deadline` for the next message without polling first:
+    /// for a caller that has polled already, or that must not hold a
+    /// processor while it waits.
+    pub(crate) fn recv_until(&self, deadline: Instant) -> Result<Message> {
+        match self.receiver.recv_deadline(deadline) {
             Ok(message) => Ok(self.delivered(message)),
             Err(RecvTimeoutError::Timeout) => Err(Error::Timeout),
             Err(RecvTimeoutError::Disconnected) => Err(self.disconnected()),
