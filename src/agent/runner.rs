@@ -134,6 +134,8 @@ impl Runner {
 
     /// Runs one attempt; returns its report and when it ended.
     fn execute(&mut self, mut task: Task) -> (Finished, Instant) {
+        // From now on the health check has something to watch.
+        self.shared.supervisor.start();
         task.attempt += 1;
         self.me.set_state(AgentState::Busy);
         let timeout = task.timeout();

@@ -4,7 +4,9 @@
 //! # Supervision
 //!
 //! One supervisor thread (`agentry-supervisor`) owns every agent thread, in
-//! the manner of an OTP supervisor. It learns of trouble two ways:
+//! the manner of an OTP supervisor. It starts the first time it has
+//! something to do (a request, or the first task an agent starts), so that
+//! `build` waits only for the agents. It learns of trouble two ways:
 //!
 //! * **Events, at once.** An agent that panics finishes reporting its failed
 //!   attempt (retried if attempts remain), ends its loop and tells the
@@ -35,4 +37,4 @@ mod config;
 mod supervisor;
 
 pub use config::{AutoscalePolicy, DEFAULT_CHECK_INTERVAL, DEFAULT_HANG_TIMEOUT, HealthConfig};
-pub(crate) use supervisor::{Deadline, Request, Supervisor, spawn_agent};
+pub(crate) use supervisor::{Deadline, Request, Stopping, Supervisor, SupervisorSlot, spawn_agent};

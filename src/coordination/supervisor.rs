@@ -6,11 +6,12 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use parking_lot::Mutex;
 
 use super::HealthConfig;
 use crate::agent::AgentShared;
@@ -128,6 +129,114 @@ pub(crate) fn spawn_agent(
     }
 }
 
+/// Where the supervisor waits until it has something to do, and how its
+/// thread is started.
+///
+/// Most of what the supervisor does follows a request (a deadline to watch,
+/// a scale-up, an agent thread ending, shutdown); the rest, the periodic
+/// health check, looks only at agents running a task. So its thread starts
+/// at the first request or the first task an agent starts, not in `build`:
+/// getting the agents running does not wait for a thread with nothing to do
+/// yet, and an orchestrator that is never given a task never starts it
+/// (its shutdown then runs in the caller's thread).
+pub(crate) struct SupervisorSlot {
+    requests: Sender<Request>,
+    /// Set once the thread runs, or once it never will.
+    started: AtomicBool,
+    state: Mutex<SlotState>,
+}
+
+enum SlotState {
+    /// The agents are being spawned; requests wait in the inbox.
+    Building,
+    /// Ready to start. The cell is shared with the thread being started, so
+    /// that a thread the system refuses to start loses nothing.
+    Ready(Arc<Mutex<Option<Supervisor>>>),
+    Running(JoinHandle<()>),
+    /// Shut down, or taken to be shut down.
+    Ended,
+}
+
+/// How to shut the supervisor down.
+pub(crate) enum Stopping {
+    /// Its thread runs: ask it, then join it.
+    Thread(JoinHandle<()>),
+    /// It never started: the caller runs its shutdown.
+    Inline(Box<Supervisor>),
+}
+
+impl SupervisorSlot {
+    pub(crate) fn new(requests: Sender<Request>) -> SupervisorSlot {
+        SupervisorSlot {
+            requests,
+            started: AtomicBool::new(false),
+            state: Mutex::new(SlotState::Building),
+        }
+    }
+
+    pub(crate) fn request(&self, request: Request) {
+        // Refused only once the supervisor has ended, at shutdown, when
+        // there is nothing left to supervise.
+        let _ = self.requests.send(request);
+        self.start();
+    }
+
+    /// Starts the supervisor's thread unless it runs already: one atomic
+    /// load once it does.
+    pub(crate) fn start(&self) {
+        if !self.started.load(Ordering::Acquire) {
+            self.start_thread();
+        }
+    }
+
+    #[cold]
+    fn start_thread(&self) {
+        let mut state = self.state.lock();
+        let SlotState::Ready(cell) = &*state else {
+            return;
+        };
+        let cell = Arc::clone(cell);
+        let spawned = thread::Builder::new()
+            .name("agentry-supervisor".into())
+            .spawn(move || {
+                let supervisor = cell.lock().take();
+                if let Some(mut supervisor) = supervisor {
+                    supervisor.run();
+                }
+            });
+        match spawned {
+            Ok(handle) => {
+                *state = SlotState::Running(handle);
+                self.started.store(true, Ordering::Release);
+            }
+            // Requests keep waiting in the inbox; the next one tries again.
+            Err(error) => tracing::error!(%error, "could not start the supervisor thread"),
+        }
+    }
+
+    /// Hands over the supervisor once the agents of `build` are spawned, and
+    /// starts it if requests came meanwhile (an agent whose factory
+    /// panicked, say).
+    pub(crate) fn install(&self, supervisor: Supervisor) {
+        *self.state.lock() = SlotState::Ready(Arc::new(Mutex::new(Some(supervisor))));
+        if !self.requests.is_empty() {
+            self.start();
+        }
+    }
+
+    /// Takes the supervisor to shut it down; `None` if there is none. It is
+    /// never started after this.
+    pub(crate) fn take(&self) -> Option<Stopping> {
+        let mut state = self.state.lock();
+        self.started.store(true, Ordering::Release);
+        match std::mem::replace(&mut *state, SlotState::Ended) {
+            SlotState::Ready(cell) => cell.lock().take().map(|s| Stopping::Inline(Box::new(s))),
+            SlotState::Running(handle) => Some(Stopping::Thread(handle)),
+            SlotState::Building | SlotState::Ended => None,
+        }
+    }
+}
+
 /// The supervisor thread's state.
 pub(crate) struct Supervisor {
     shared: Arc<Shared>,
@@ -146,20 +255,20 @@ pub(crate) struct Supervisor {
 }
 
 impl Supervisor {
-    pub(crate) fn spawn(
+    pub(crate) fn new(
         shared: Arc<Shared>,
         inbox: Receiver<Request>,
         factories: Vec<Factory>,
         health: HealthConfig,
         agents: Vec<(Arc<AgentShared>, JoinHandle<()>)>,
-    ) -> Result<JoinHandle<()>> {
+    ) -> Supervisor {
         let restarts = vec![VecDeque::new(); factories.len()];
         let aging = shared
             .distributor
             .lock()
             .aging_period()
             .map(|period| (period, Instant::now() + period));
-        let mut supervisor = Supervisor {
+        Supervisor {
             shared,
             inbox,
             factories,
@@ -170,10 +279,7 @@ impl Supervisor {
             deadlines: BinaryHeap::new(),
             next_check: crate::clock::deadline_after(health.check_interval),
             aging,
-        };
-        Ok(thread::Builder::new()
-            .name("agentry-supervisor".into())
-            .spawn(move || supervisor.run())?)
+        }
     }
 
     fn run(&mut self) {
@@ -395,7 +501,7 @@ impl Supervisor {
 
     /// Stops every agent and waits for them until `deadline`; returns those
     /// still running then.
-    fn shutdown(&mut self, deadline: Instant) -> Vec<AgentId> {
+    pub(crate) fn shutdown(&mut self, deadline: Instant) -> Vec<AgentId> {
         for (agent, _) in self.threads.values() {
             agent.stop.store(true, Ordering::Relaxed);
             let _ = self

@@ -27,7 +27,7 @@ use crate::agent::AgentShared;
 #[cfg(feature = "redis")]
 use crate::broker::redis_relay::{self, RedisRelay};
 use crate::broker::{Mailbox, Message, MessageBroker};
-use crate::coordination::{Request, Supervisor, spawn_agent};
+use crate::coordination::{Request, Stopping, Supervisor, SupervisorSlot, spawn_agent};
 use crate::distributor::{
     Distributor, Effects, Results, Scaling, SpecPool, Task, TaskResult, Waited,
 };
@@ -77,7 +77,7 @@ pub(crate) struct Shared {
     pub(crate) tabs: Option<TabPool>,
     events: Sender<Event>,
     events_dropped: AtomicU64,
-    supervisor: Sender<Request>,
+    pub(crate) supervisor: SupervisorSlot,
     next_agent: AtomicU64,
     /// Per role, the number in the next agent thread's name.
     names: Mutex<HashMap<Role, usize>>,
@@ -168,9 +168,7 @@ impl Shared {
     }
 
     pub(crate) fn request(&self, request: Request) {
-        // Refused only once the supervisor has ended, at shutdown, when
-        // there is nothing left to supervise.
-        let _ = self.supervisor.send(request);
+        self.supervisor.request(request);
     }
 
     pub(crate) fn next_agent_id(&self) -> AgentId {
@@ -256,7 +254,6 @@ impl Shared {
 pub struct Orchestrator {
     shared: Arc<Shared>,
     events: Receiver<Event>,
-    supervisor: Option<JoinHandle<()>>,
     /// With a state directory: the thread recording finished results.
     recorder: Option<JoinHandle<()>>,
     recorder_tx: Option<Sender<Recorded>>,
@@ -375,7 +372,7 @@ impl Orchestrator {
             tabs: config.tabs.clone(),
             events: events_tx,
             events_dropped: AtomicU64::new(0),
-            supervisor: supervisor_tx,
+            supervisor: SupervisorSlot::new(supervisor_tx),
             next_agent: AtomicU64::new(first_agent.get()),
             names: Mutex::new(HashMap::new()),
             hung_threads: AtomicUsize::new(0),
@@ -392,7 +389,6 @@ impl Orchestrator {
         let mut orchestrator = Orchestrator {
             shared: Arc::clone(&shared),
             events: events_rx,
-            supervisor: None,
             recorder: None,
             recorder_tx,
             leadership: None,
@@ -430,26 +426,25 @@ impl Orchestrator {
                     Err(error) => {
                         // The agents spawned so far are stopped by the
                         // supervisor that `drop` shuts down.
-                        orchestrator.supervisor = Supervisor::spawn(
+                        shared.supervisor.install(Supervisor::new(
                             Arc::clone(&shared),
                             supervisor_inbox,
                             factories,
                             config.health,
                             agents,
-                        )
-                        .ok();
+                        ));
                         return Err(error);
                     }
                 }
             }
         }
-        orchestrator.supervisor = Some(Supervisor::spawn(
+        shared.supervisor.install(Supervisor::new(
             Arc::clone(&shared),
             supervisor_inbox,
             factories,
             config.health,
             agents,
-        )?);
+        ));
         #[cfg(feature = "redis")]
         if let Some(queue) = &shared.redis {
             let control = Arc::new(redis_queue::PumpControl::default());
@@ -814,24 +809,30 @@ impl Orchestrator {
         let mut fx = Effects::default();
         self.shared.distributor.lock().close(&mut fx);
         self.shared.apply(&mut fx);
-        let Some(supervisor) = self.supervisor.take() else {
+        let Some(supervisor) = self.shared.supervisor.take() else {
             #[cfg(feature = "redis")]
             end_pump(pump);
             self.stop_durable();
             return Ok(());
         };
         let deadline = crate::clock::deadline_after(self.shutdown_timeout);
-        let (reply_tx, reply) = crossbeam_channel::bounded(1);
-        self.shared.request(Request::Shutdown {
-            deadline,
-            reply: reply_tx,
-        });
-        // The supervisor answers by the deadline; the margin covers a
-        // supervisor busy spawning when the request arrived.
-        let stuck = reply.recv_deadline(deadline + Duration::from_secs(5));
-        if stuck.is_ok() {
-            let _ = supervisor.join();
-        }
+        let stuck = match supervisor {
+            Stopping::Inline(mut supervisor) => Ok(supervisor.shutdown(deadline)),
+            Stopping::Thread(supervisor) => {
+                let (reply_tx, reply) = crossbeam_channel::bounded(1);
+                self.shared.request(Request::Shutdown {
+                    deadline,
+                    reply: reply_tx,
+                });
+                // The supervisor answers by the deadline; the margin covers a
+                // supervisor busy spawning when the request arrived.
+                let stuck = reply.recv_deadline(deadline + Duration::from_secs(5));
+                if stuck.is_ok() {
+                    let _ = supervisor.join();
+                }
+                stuck
+            }
+        };
         #[cfg(feature = "redis")]
         end_pump(pump);
         self.stop_durable();
