@@ -137,6 +137,42 @@ fn priorities_are_served_highest_first_and_fifo_within_a_level() {
     assert_eq!(started, expected);
 }
 
+#[test]
+fn a_large_batch_for_an_idle_agent_runs_highest_first_and_in_order_within_a_level() {
+    // The agent is idle: a large batch hands it its first task before the
+    // rest is queued, unless a later task of the batch outranks that one.
+    for with_critical in [false, true] {
+        let started = Arc::new(Mutex::new(Vec::new()));
+        let (gate_tx, gate) = bounded(1);
+        let (entered_tx, _entered) = bounded(1);
+        let agent_started = started.clone();
+        let orchestrator = Orchestrator::builder()
+            .agents(Role::Researcher, 1, move || Recorder {
+                started: agent_started.clone(),
+                gate: gate.clone(),
+                entered: entered_tx.clone(),
+            })
+            .autoscale(AutoscalePolicy::disabled())
+            .build()
+            .unwrap();
+        let mut tasks: Vec<Task> = (0..200)
+            .map(|i| Task::new(format!("normal-{i:03}")))
+            .collect();
+        if with_critical {
+            tasks.push(Task::new("critical").with_priority(Priority::Critical));
+        }
+        let ids = orchestrator.submit_batch(tasks).unwrap();
+        wait_all(&orchestrator, &ids);
+        let started = started.lock().clone();
+        let mut expected: Vec<String> = (0..200).map(|i| format!("normal-{i:03}")).collect();
+        if with_critical {
+            expected.insert(0, "critical".into());
+        }
+        assert_eq!(started, expected, "with a critical task: {with_critical}");
+        drop(gate_tx);
+    }
+}
+
 /// One agent running 1 ms tasks while a producer submits five normal tasks
 /// a millisecond, after one low task: returns whether the low task finished
 /// before `within` ran out, and stops the producer either way.

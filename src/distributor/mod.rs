@@ -58,6 +58,11 @@ pub(crate) use task::{ResultRecord, TaskRecord};
 /// The most tasks handed to one agent at once.
 const MAX_BATCH: usize = 32;
 
+/// The smallest batch whose submit wakes the agents it finds idle before it
+/// queues the rest (see [`Distributor::submit`]): queueing this many takes
+/// about as long as waking an agent.
+const EARLY_START_BATCH: usize = 64;
+
 /// Why a task is refused or failed when the specs that could serve it were
 /// failed by the restart limit.
 const SPEC_FAILED: &str = "every agent spec that could serve it failed: restart limit reached";
@@ -315,15 +320,23 @@ impl Distributor {
         Ok(lane)
     }
 
-    /// Accepts `tasks`: all of them, or none when one is refused.
+    /// Accepts `tasks`: all of them, or none when one is refused. A large
+    /// batch that finds agents idle hands them its leading tasks first and
+    /// calls `start_early` (the lock still held) before it queues the rest,
+    /// so that those agents can be woken meanwhile: queueing a thousand
+    /// tasks takes longer than a wake-up.
     pub(crate) fn submit(
         &mut self,
         tasks: Vec<Task>,
         ids: &mut Vec<TaskId>,
         fx: &mut Effects,
+        start_early: impl FnOnce(&mut Effects),
     ) -> Result<()> {
-        let routed = self.reserve(tasks, ids)?;
-        self.admit_reserved(routed, fx)
+        let mut tasks = self.reserve(tasks, ids)?.into_iter();
+        if tasks.len() >= EARLY_START_BATCH && self.admit_leading(&mut tasks, fx) > 0 {
+            start_early(fx);
+        }
+        self.admit_reserved(tasks, fx)
     }
 
     /// Refuses when this instance may not take tasks.
@@ -345,18 +358,21 @@ impl Distributor {
     /// dependencies and assigns its id (pushed to `ids`), without queueing
     /// anything. With a state directory the tasks are recorded between the
     /// two halves, with the lock released.
-    pub(crate) fn reserve(&mut self, tasks: Vec<Task>, ids: &mut Vec<TaskId>) -> Result<Vec<Task>> {
+    pub(crate) fn reserve(
+        &mut self,
+        mut tasks: Vec<Task>,
+        ids: &mut Vec<TaskId>,
+    ) -> Result<Vec<Task>> {
         self.check_accepting()?;
-        let mut routed = Vec::with_capacity(tasks.len());
         let mut last_route: Option<(Option<Role>, usize)> = None;
-        for mut task in tasks {
+        for task in &mut tasks {
             // Consecutive tasks of one route (the common batch) skip the
             // route lookup.
             let plain = task.capabilities().is_empty();
             let lane = match &last_route {
                 Some((role, lane)) if plain && *role == task.role => *lane,
                 _ => {
-                    let lane = self.lane_for(&task)?;
+                    let lane = self.lane_for(task)?;
                     last_route = plain.then(|| (task.role.clone(), lane));
                     lane
                 }
@@ -369,21 +385,56 @@ impl Distributor {
                 }
             }
             task.lane = lane as u32;
-            routed.push(task);
         }
-        ids.reserve(routed.len());
-        for task in &mut routed {
+        ids.reserve(tasks.len());
+        for task in &mut tasks {
             task.id = TaskId::from(self.next_id);
             self.next_id += 1;
             ids.push(task.id);
         }
-        Ok(routed)
+        Ok(tasks)
+    }
+
+    /// Hands the leading tasks [`reserve`]d to idle agents, for as long as
+    /// each finds one and no later task of the batch outranks it (that one
+    /// would take it back from an agent that has not started it): what
+    /// [`admit_reserved`] would do with them. Returns how many.
+    ///
+    /// [`reserve`]: Distributor::reserve
+    /// [`admit_reserved`]: Distributor::admit_reserved
+    fn admit_leading(&mut self, tasks: &mut std::vec::IntoIter<Task>, fx: &mut Effects) -> usize {
+        let Some(top) = tasks.as_slice().iter().map(|t| t.priority).max() else {
+            return 0;
+        };
+        let mut handed = 0;
+        while let Some(next) = tasks.as_slice().first() {
+            let lane = next.lane as usize;
+            if next.priority != top || !next.dependencies().is_empty() || !self.lane_is_served(lane)
+            {
+                break;
+            }
+            let Some(agent) = self.take_idle(lane) else {
+                break;
+            };
+            let Some(task) = tasks.next() else {
+                break;
+            };
+            self.totals.submitted += 1;
+            self.live.insert(task.id.get(), Live::default());
+            self.hand_over(agent, task, fx);
+            handed += 1;
+        }
+        handed
     }
 
     /// The second half of a submit: queues the tasks [`reserve`]d.
     ///
     /// [`reserve`]: Distributor::reserve
-    pub(crate) fn admit_reserved(&mut self, routed: Vec<Task>, fx: &mut Effects) -> Result<()> {
+    pub(crate) fn admit_reserved(
+        &mut self,
+        routed: impl IntoIterator<Item = Task>,
+        fx: &mut Effects,
+    ) -> Result<()> {
         self.check_accepting()?;
         for mut task in routed {
             self.totals.submitted += 1;

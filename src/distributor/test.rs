@@ -33,7 +33,7 @@ fn aging_pool(interval: Duration) -> Distributor {
 
 fn submit(d: &mut Distributor, task: Task) -> TaskId {
     let mut ids = Vec::new();
-    d.submit(vec![task], &mut ids, &mut Effects::default())
+    d.submit(vec![task], &mut ids, &mut Effects::default(), |_| {})
         .unwrap();
     ids[0]
 }
@@ -70,7 +70,7 @@ fn close_cancels_queued_and_waiting_tasks_with_a_reason() {
     assert_eq!(d.queued(), [0; 4]);
     let mut ids = Vec::new();
     assert!(matches!(
-        d.submit(vec![Task::new("late")], &mut ids, &mut fx),
+        d.submit(vec![Task::new("late")], &mut ids, &mut fx, |_| {}),
         Err(Error::ShutDown)
     ));
 }
@@ -230,4 +230,88 @@ fn equally_loaded_idle_agents_of_two_specs_take_turns() {
         taken.contains(&0) && taken.contains(&1),
         "ties rotate: {taken:?}"
     );
+}
+
+/// A distributor whose one spec has `n` idle agents.
+fn idle_agents(n: u64) -> (Distributor, Vec<Arc<AgentShared>>) {
+    let mut d = with_specs(vec![SpecPool::new(Role::Researcher, Vec::new(), 1)]);
+    let agents: Vec<_> = (1..=n)
+        .map(|id| Arc::new(AgentShared::new(AgentId::from(id), Role::Researcher, 0)))
+        .collect();
+    for agent in &agents {
+        d.add_agent(Arc::clone(agent), false);
+        agent.idle_listed.store(true, Ordering::Relaxed);
+        d.specs[0].idle.push_back(Arc::clone(agent));
+    }
+    (d, agents)
+}
+
+/// The agents `start_early` was given, and the tasks queued per priority
+/// when it was called.
+type EarlyStart = (Vec<AgentId>, [usize; 4]);
+
+/// Submits `tasks`; returns their ids and what `start_early` saw (`None`
+/// when it was not called).
+fn submit_watching_early_start(
+    d: &mut Distributor,
+    tasks: Vec<Task>,
+) -> (Vec<TaskId>, Option<EarlyStart>) {
+    let mut ids = Vec::new();
+    let mut fx = Effects::default();
+    let mut early = None;
+    let queued_before = d.queued;
+    d.submit(tasks, &mut ids, &mut fx, |fx| {
+        early = Some((fx.wake.iter().map(|a| a.id).collect(), queued_before));
+    })
+    .unwrap();
+    (ids, early)
+}
+
+#[test]
+fn a_large_batch_starts_idle_agents_before_it_queues_the_rest() {
+    let (mut d, agents) = idle_agents(3);
+    let (ids, early) = submit_watching_early_start(
+        &mut d,
+        (0..EARLY_START_BATCH).map(|_| Task::new("t")).collect(),
+    );
+    let (woken, queued) = early.expect("start_early was called");
+    assert_eq!(woken.len(), 3);
+    assert_eq!(queued, [0; 4], "called before the rest was queued");
+    // Each agent holds one of the first three tasks; the rest are queued in
+    // order behind them.
+    let mut handed: Vec<TaskId> = agents
+        .iter()
+        .flat_map(|a| {
+            a.batch
+                .lock()
+                .tasks
+                .iter()
+                .map(|t| t.id)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    handed.sort_unstable();
+    assert_eq!(handed, ids[..3]);
+    assert_eq!(d.queued()[Priority::Normal.rank()], EARLY_START_BATCH);
+}
+
+#[test]
+fn a_small_batch_or_one_led_by_a_task_a_later_one_outranks_is_not_started_early() {
+    let (mut d, _) = idle_agents(2);
+    let small: Vec<Task> = (1..EARLY_START_BATCH).map(|_| Task::new("t")).collect();
+    assert!(submit_watching_early_start(&mut d, small).1.is_none());
+
+    let (mut d, agents) = idle_agents(1);
+    let mut tasks: Vec<Task> = (0..EARLY_START_BATCH)
+        .map(|_| Task::new("low").with_priority(Priority::Low))
+        .collect();
+    tasks.push(Task::new("critical").with_priority(Priority::Critical));
+    let (ids, early) = submit_watching_early_start(&mut d, tasks);
+    assert!(early.is_none());
+    // The low task first handed to the agent was taken back: the agent,
+    // woken after the submit, takes the critical task, last in the batch.
+    assert!(agents[0].batch.lock().tasks.is_empty());
+    assert!(d.next_batch(&agents[0], &mut Effects::default()));
+    let handed: Vec<TaskId> = agents[0].batch.lock().tasks.iter().map(|t| t.id).collect();
+    assert_eq!(handed, [*ids.last().unwrap()]);
 }

@@ -116,7 +116,10 @@ impl Shared {
         }
         let (Some(state), Some(election)) = (&self.state, &self.election) else {
             let mut fx = Effects::default();
-            let submitted = self.distributor.lock().submit(tasks, ids, &mut fx);
+            let submitted = self
+                .distributor
+                .lock()
+                .submit(tasks, ids, &mut fx, |fx| self.wake_early(fx));
             self.apply(&mut fx);
             return submitted;
         };
@@ -153,11 +156,7 @@ impl Shared {
     pub(crate) fn apply(&self, fx: &mut Effects) {
         self.results.wake_due();
         for agent in fx.wake.drain(..) {
-            // A refused wake-up is harmless: a full mailbox means the agent
-            // is awake and looks at its batch after every message.
-            let _ = self
-                .broker
-                .deliver(agent.id, Message::assignment(ORCHESTRATOR_ID));
+            self.wake(&agent);
         }
         for event in fx.events.drain(..) {
             self.emit(event);
@@ -165,6 +164,30 @@ impl Shared {
         for spec in fx.scale_up.drain(..) {
             self.request(Request::ScaleUp(spec));
         }
+    }
+
+    /// Tells an agent handed work to look at its batch.
+    fn wake(&self, agent: &AgentShared) {
+        // A refused wake-up is harmless: a full mailbox means the agent is
+        // awake and looks at its batch after every message.
+        let _ = self
+            .broker
+            .deliver(agent.id, Message::assignment(ORCHESTRATOR_ID));
+    }
+
+    /// Wakes, the distributor's lock still held, the idle agents a large
+    /// submit handed its leading tasks to, so that they start while the
+    /// rest is queued. An agent whose last task was quick is left to
+    /// [`apply`](Self::apply): it would be back for the lock before the
+    /// submit let go of it.
+    fn wake_early(&self, fx: &mut Effects) {
+        fx.wake.retain(|agent| {
+            if agent.quick.load(Ordering::Relaxed) {
+                return true;
+            }
+            self.wake(agent);
+            false
+        });
     }
 
     pub(crate) fn request(&self, request: Request) {
