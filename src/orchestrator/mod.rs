@@ -2,10 +2,10 @@
 //! hands out results, reports status, shuts down cleanly.
 //!
 //! The orchestrator owns one [`Shared`] value that every agent thread and
-//! the monitor thread also hold: the distributor behind its mutex, the
+//! the supervisor thread also hold: the distributor behind its mutex, the
 //! broker, the shared memory, the event channel. Work is handed out as
-//! described in the distributor's module; the monitor thread enforces task
-//! timeouts.
+//! described in the distributor's module; the supervisor (started on first
+//! need, see `coordination`) enforces task timeouts.
 
 mod builder;
 mod durable;
