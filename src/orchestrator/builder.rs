@@ -179,7 +179,7 @@ impl OrchestratorBuilder {
     /// tells the one node that should do what only one must; every node
     /// still pulls tasks. The leader watches the nodes' heartbeats and
     /// declares dead a node silent for a quarter of its
-    /// [visibility timeout](Self::visibility_timeout) plus one Redis command
+    /// visibility timeout (`visibility_timeout`) plus one Redis command
     /// timeout (by the leader's timeouts or the node's, whichever is
     /// longer), putting that node's
     /// tasks back for the others at once ([`Event::NodeDead`](crate::Event::NodeDead)).

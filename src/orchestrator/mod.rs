@@ -514,7 +514,7 @@ impl Orchestrator {
     ///   and `current` name the leader and its epoch when known), or lost the lead while the
     ///   task was being recorded (a new leader may then still run it);
     ///   [`Error::Io`] when the task cannot be recorded.
-    /// * On a Redis cluster node ([`OrchestratorBuilder::redis`]):
+    /// * On a Redis cluster node (`OrchestratorBuilder::redis`, feature `redis`):
     ///   [`Error::NoAgentForTask`] only when neither this node nor any live
     ///   node of the cluster (a heartbeat within this node's visibility
     ///   timeout) has a spec for the task; [`Error::Backend`] when Redis
@@ -593,7 +593,7 @@ impl Orchestrator {
     /// [`TaskStatus::Cancelled`](crate::TaskStatus::Cancelled), and tasks
     /// depending on it fail. `Ok(false)` when it already started or finished.
     ///
-    /// On a Redis cluster node ([`OrchestratorBuilder::redis`]), any task of
+    /// On a Redis cluster node (`OrchestratorBuilder::redis`, feature `redis`), any task of
     /// the cluster: one no node pulled yet is cancelled at once, in Redis;
     /// one another node holds is cancelled by that node unless it started,
     /// and this call waits for its answer (`Ok(true)` only when the task
