@@ -256,6 +256,60 @@ fn a_hung_agent_is_detached_and_replaced_and_its_task_runs_again() {
 }
 
 #[test]
+fn results_an_agent_gathered_before_it_hung_still_count() {
+    let (release_tx, release) = crossbeam_channel::bounded::<()>(1);
+    let orchestrator = Orchestrator::builder()
+        .agents(Role::Researcher, 1, move || {
+            let release = release.clone();
+            move |task: &Task, _: &AgentContext| {
+                if task.kind() == "stuck" {
+                    let _ = release.recv_timeout(PATIENCE);
+                }
+                Ok(Output::empty())
+            }
+        })
+        .health(quick_health())
+        .autoscale(AutoscalePolicy::disabled())
+        .build()
+        .unwrap();
+    // Quick tasks first: the agent then takes several queued tasks at once
+    // and reports their results together, after the last of them.
+    let warm_up = orchestrator
+        .submit_batch((0..10).map(|_| Task::new("quick")))
+        .unwrap();
+    for id in warm_up {
+        orchestrator.wait(id, PATIENCE).unwrap();
+    }
+    // The agent takes the first task at once and the rest as one batch: it
+    // holds the results of q1..q5 unreported when "stuck" hangs.
+    let mut batch: Vec<Task> = (0..6).map(|_| Task::new("quick")).collect();
+    batch.push(Task::new("stuck"));
+    let ids = orchestrator.submit_batch(batch).unwrap();
+    let mut seen = Vec::new();
+    await_event(
+        &orchestrator,
+        &mut seen,
+        |e| matches!(e, Event::AgentHung { task: Some(t), .. } if *t == ids[6]),
+    );
+    let stuck = orchestrator.wait(ids[6], PATIENCE).unwrap();
+    assert_eq!(stuck.status(), TaskStatus::Failed);
+    assert!(stuck.error().unwrap().contains("hung"), "{stuck:?}");
+    release_tx.send(()).unwrap();
+    for &id in &ids[..6] {
+        let result = orchestrator.wait(id, PATIENCE).unwrap();
+        assert!(result.is_success(), "{result:?}");
+    }
+    // Only the hung task's own late result is ignored.
+    let deadline = Instant::now() + PATIENCE;
+    while orchestrator.status().totals.late_results == 0 {
+        assert!(Instant::now() < deadline, "the late result never came");
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(orchestrator.status().totals.late_results, 1);
+    assert_eq!(orchestrator.status().totals.succeeded, 16);
+}
+
+#[test]
 fn heartbeats_keep_a_long_task_from_being_taken_for_hung() {
     let orchestrator = Orchestrator::builder()
         .agents(Role::Extractor, 1, || {

@@ -214,9 +214,13 @@ pub(crate) struct AgentShared {
     /// Nanoseconds since the orchestrator started, at the last sign of life.
     pub(crate) heartbeat: AtomicU64,
     pub(crate) stop: AtomicBool,
-    /// Taken out of its pool (failed or hung): what it reports is ignored.
-    /// Changed under the distributor's lock only.
+    /// Taken out of its pool (failed or hung). Changed under the
+    /// distributor's lock only.
     pub(crate) retired: AtomicBool,
+    /// Once retired: the task it was running then, which recovery ran again
+    /// or failed, so that the agent's late result for it is ignored (0 when
+    /// none). Changed under the distributor's lock only.
+    pub(crate) recovered: AtomicU64,
     /// A copy of the running task, kept only while another attempt is
     /// allowed, so a hung agent's task can run again elsewhere.
     pub(crate) in_flight: Mutex<Option<Task>>,
@@ -245,6 +249,7 @@ impl AgentShared {
             heartbeat: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             retired: AtomicBool::new(false),
+            recovered: AtomicU64::new(0),
             in_flight: Mutex::new(None),
             current_attempt: AtomicU32::new(0),
             current_timeout: AtomicU64::new(0),

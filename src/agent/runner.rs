@@ -203,13 +203,20 @@ impl Runner {
     /// holds. An agent taken out of its pool (hung, then back) is not heard
     /// any more: its results count as late.
     fn hand_in(&mut self, distributor: &mut Distributor) {
-        if self.me.retired.load(Ordering::Relaxed) {
-            distributor.discard_late(self.unreported.len());
-            self.unreported.clear();
-            return;
-        }
+        // Retired as hung, the agent had its running task recovered (run
+        // again or failed): that late result is ignored. The tasks it
+        // finished before, their results gathered and not yet reported,
+        // nobody else runs: those results count.
+        let late = match self.me.retired.load(Ordering::Relaxed) {
+            true => self.me.recovered.load(Ordering::Relaxed),
+            false => 0,
+        };
         for finished in self.unreported.drain(..) {
-            distributor.finish(finished, &mut self.fx);
+            if late != 0 && finished.task.id.get() == late {
+                distributor.discard_late(1);
+            } else {
+                distributor.finish(finished, &mut self.fx);
+            }
         }
         distributor.publish();
     }

@@ -80,6 +80,7 @@ impl Distributor {
         if current == 0 || !self.live.contains(current) {
             return;
         }
+        agent.recovered.store(current, Ordering::Relaxed);
         let id = crate::ids::TaskId::from(current);
         match agent.in_flight.lock().take() {
             Some(task) if task.id == id => {
