@@ -522,9 +522,10 @@ impl Distributor {
     fn take_idle(&mut self, lane: usize) -> Option<Arc<AgentShared>> {
         let mut best: Option<(usize, u64)> = None;
         let specs = &self.lanes[lane].specs;
-        // Ties between specs rotate: each call starts at the next spec.
-        self.tie_turn = self.tie_turn.wrapping_add(1);
-        let first = self.tie_turn % specs.len().max(1);
+        // Ties between specs rotate: after each agent taken, the search
+        // starts at the next spec.
+        let turn = self.tie_turn.wrapping_add(1);
+        let first = turn % specs.len().max(1);
         for &s in specs[first..].iter().chain(&specs[..first]) {
             let idle = &mut self.specs[s].idle;
             while let Some(stopped) = idle.front().filter(|a| a.stop.load(Ordering::Relaxed)) {
@@ -539,6 +540,7 @@ impl Distributor {
             }
         }
         let agent = self.specs[best?.0].idle.pop_front()?;
+        self.tie_turn = turn;
         agent.idle_listed.store(false, Ordering::Relaxed);
         agent.set_state(AgentState::Busy);
         Some(agent)
