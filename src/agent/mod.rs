@@ -13,7 +13,7 @@ use std::time::Instant;
 use parking_lot::Mutex;
 
 use crate::broker::{Message, MessageBroker};
-use crate::distributor::{Output, Task, TaskError};
+use crate::distributor::{Finished, Output, Task, TaskError};
 use crate::error::Result;
 use crate::ids::{AgentId, AgentState, Priority, Role, TaskId};
 use crate::memory::SharedMemory;
@@ -199,6 +199,10 @@ pub(crate) struct Batch {
     /// The priority of the tasks, while the batch is counted in the
     /// orchestrator's `batched` figures.
     pub(crate) counted: Option<Priority>,
+    /// Results of tasks run, gathered to be reported together. Kept here
+    /// rather than in the agent's thread so that retiring a hung agent
+    /// hands them in: its thread may never come back to report them.
+    pub(crate) finished: Vec<Finished>,
 }
 
 /// One running agent, as its thread, the orchestrator and the monitor share

@@ -38,7 +38,9 @@ struct Runner {
     shared: Arc<Shared>,
     ctx: AgentContext,
     mailbox: Mailbox,
-    unreported: Vec<Finished>,
+    /// The gathered results being handed in: swapped with the batch's,
+    /// so that both keep their capacity.
+    reporting: Vec<Finished>,
     first_unreported: Option<Instant>,
     /// Whether a task ran since the agent was last idle.
     worked: bool,
@@ -76,7 +78,7 @@ pub(crate) fn run(
         shared,
         ctx,
         mailbox,
-        unreported: Vec::new(),
+        reporting: Vec::new(),
         first_unreported: None,
         worked: false,
         fx: Effects::default(),
@@ -107,14 +109,18 @@ impl Runner {
                 Some(task) => {
                     self.worked = true;
                     let (finished, ended) = self.execute(task);
-                    self.unreported.push(finished);
+                    let (gathered, more) = {
+                        let mut batch = self.me.batch.lock();
+                        batch.finished.push(finished);
+                        (batch.finished.len(), !batch.tasks.is_empty())
+                    };
                     let first = *self.first_unreported.get_or_insert(ended);
                     let due = !self.me.quick.load(Ordering::Relaxed)
-                        || self.unreported.len() >= MAX_UNREPORTED
+                        || gathered >= MAX_UNREPORTED
                         || ended.duration_since(first) >= REPORT_WITHIN;
                     // With nothing left in the batch, the next turn of the
                     // loop reports and takes work in one round of the lock.
-                    if due && !self.me.batch.lock().tasks.is_empty() {
+                    if due && more {
                         self.report();
                     }
                 }
@@ -188,7 +194,7 @@ impl Runner {
     /// Reports the gathered results.
     fn report(&mut self) {
         self.first_unreported = None;
-        if self.unreported.is_empty() && self.fx.events.is_empty() {
+        if self.fx.events.is_empty() && self.me.batch.lock().finished.is_empty() {
             return;
         }
         {
@@ -203,15 +209,15 @@ impl Runner {
     /// holds. An agent taken out of its pool (hung, then back) is not heard
     /// any more: its results count as late.
     fn hand_in(&mut self, distributor: &mut Distributor) {
-        // Retired as hung, the agent had its running task recovered (run
-        // again or failed): that late result is ignored. The tasks it
-        // finished before, their results gathered and not yet reported,
-        // nobody else runs: those results count.
+        std::mem::swap(&mut self.reporting, &mut self.me.batch.lock().finished);
+        // Retired as hung, the agent had the results it had gathered handed
+        // in then, and its running task recovered (run again or failed):
+        // that task's late result is ignored.
         let late = match self.me.retired.load(Ordering::Relaxed) {
             true => self.me.recovered.load(Ordering::Relaxed),
             false => 0,
         };
-        for finished in self.unreported.drain(..) {
+        for finished in self.reporting.drain(..) {
             if late != 0 && finished.task.id.get() == late {
                 distributor.discard_late(1);
             } else {

@@ -20,9 +20,9 @@
 //!   due.
 //!
 //! Recovery follows the seed's FAILURE RECOVERY FLOW: the failed agent is
-//! taken out of its pool (it is never offered work again, and its late
-//! result for the task recovery took over is ignored and counted as late;
-//! results of tasks it had finished count), the tasks handed to it and
+//! taken out of its pool (it is never offered work again, the results it
+//! had gathered are handed in, and its late result for the task recovery
+//! took over is ignored and counted as late), the tasks handed to it and
 //! not started go back to the front of their queues, its running task runs
 //! again if attempts remain (the attempt counts) or fails with a reason that
 //! names the agent, and a replacement is spawned from the spec's factory. A

@@ -44,8 +44,8 @@ impl Distributor {
 
     /// Takes `agent` out of its pool for good: it stops being offered work,
     /// the tasks handed to it and not started go back to the front of their
-    /// queues, and whatever it reports from now on is ignored. `false` when
-    /// it was out already.
+    /// queues, and the results it gathered and has not reported are handed
+    /// in. `false` when it was out already.
     pub(crate) fn retire(&mut self, agent: &Arc<AgentShared>, fx: &mut Effects) -> bool {
         let pool = &mut self.specs[agent.spec];
         let Some(position) = pool.agents.iter().position(|a| Arc::ptr_eq(a, agent)) else {
@@ -62,8 +62,16 @@ impl Distributor {
             self.batched[held.rank()] -= 1;
         }
         let unstarted = mem::take(&mut batch.tasks);
+        let gathered = mem::take(&mut batch.finished);
         drop(batch);
         self.requeue_front(unstarted, fx);
+        // A hung agent's thread may never come back to report these.
+        if !gathered.is_empty() {
+            for finished in gathered {
+                self.finish(finished, fx);
+            }
+            self.publish();
+        }
         self.hand_out_queued(fx);
         true
     }
