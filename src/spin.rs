@@ -7,14 +7,16 @@
 //! threads doing the work, and with more threads than cores that delays
 //! them. So the poll adapts, as an adaptive mutex does: a poll that was
 //! answered doubles the next one (up to the longest), one that ran out
-//! halves it (down to an eighth, so that a poll can still be answered and
-//! grow again when the work turns quick).
+//! halves it (down to a thirty-second). A wait that outlasted its poll but
+//! that the longest poll would have covered resets the next poll to the
+//! longest: the work turned quick again, and a poll of a microsecond or two
+//! would never be answered, so never grow, by itself.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// The floor of a poll, as a fraction of the longest.
-const FLOOR_DIVISOR: u64 = 8;
+const FLOOR_DIVISOR: u64 = 32;
 
 /// The length of the next poll of one kind of wait.
 pub(crate) struct AdaptiveSpin {
@@ -63,6 +65,15 @@ impl AdaptiveSpin {
         }
     }
 
+    /// Once a wait whose poll ran out is over: `waited`, from the start of
+    /// the poll to the answer. The next poll is the longest if that would
+    /// have covered it.
+    pub(crate) fn waited(&self, waited: Duration) {
+        if waited.as_nanos() <= u128::from(self.longest_nanos) {
+            self.next_nanos.store(self.longest_nanos, Ordering::Relaxed);
+        }
+    }
+
     #[cfg(test)]
     fn next(&self) -> Duration {
         Duration::from_nanos(self.next_nanos.load(Ordering::Relaxed))
@@ -87,7 +98,19 @@ mod tests {
         for _ in 0..10 {
             assert!(!spin.poll(far(), || false));
         }
-        assert_eq!(spin.next(), LONGEST / 8);
+        assert_eq!(spin.next(), LONGEST / 32);
+    }
+
+    #[test]
+    fn a_wait_the_longest_poll_would_have_covered_resets_it() {
+        let spin = AdaptiveSpin::new(LONGEST);
+        for _ in 0..10 {
+            spin.poll(far(), || false);
+        }
+        spin.waited(LONGEST * 3);
+        assert_eq!(spin.next(), LONGEST / 32, "a long wait changes nothing");
+        spin.waited(LONGEST / 2);
+        assert_eq!(spin.next(), LONGEST);
     }
 
     #[test]
@@ -97,7 +120,7 @@ mod tests {
             spin.poll(far(), || false);
         }
         assert!(spin.poll(far(), || true));
-        assert_eq!(spin.next(), LONGEST / 4);
+        assert_eq!(spin.next(), LONGEST / 16);
         for _ in 0..10 {
             assert!(spin.poll(far(), || true));
         }

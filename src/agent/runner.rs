@@ -251,10 +251,16 @@ impl Runner {
         // when a whole pool runs out of work at once, the others would only
         // take the processors from the threads that have work (the
         // submitter, the result readers); they sleep at once.
+        let mut unanswered_poll = None;
         if std::mem::take(&mut self.worked) && self.shared.try_start_spinning() {
-            self.shared
+            let polled = Instant::now();
+            if !self
+                .shared
                 .idle_spin()
-                .poll(None, || !self.mailbox.is_empty());
+                .poll(None, || !self.mailbox.is_empty())
+            {
+                unanswered_poll = Some(polled);
+            }
             self.shared.stop_spinning();
         }
         loop {
@@ -262,7 +268,12 @@ impl Runner {
                 .mailbox
                 .recv_until(crate::clock::deadline_after(IDLE_BEAT))
             {
-                Ok(message) => return self.handle(message),
+                Ok(message) => {
+                    if let Some(polled) = unanswered_poll {
+                        self.shared.idle_spin().waited(polled.elapsed());
+                    }
+                    return self.handle(message);
+                }
                 Err(Error::Timeout) => {
                     self.me.beat(&self.shared);
                     // A wake-up refused by a full mailbox is never needed:

@@ -153,6 +153,7 @@ impl Results {
         // a wake-up.
         let mut seen = self.publishes.load(Ordering::Acquire);
         let mut found = self.get(id);
+        let polled = Instant::now();
         self.spin.poll(Some(deadline), || {
             let now = self.publishes.load(Ordering::Acquire);
             if found.is_none() && now != seen {
@@ -173,6 +174,7 @@ impl Results {
             // `waited` under its lock, which this thread holds until it
             // sleeps, so the notification cannot fall in between.
             if let Some(result) = self.get(id) {
+                self.spin.waited(polled.elapsed());
                 break Waited::Finished(result);
             }
             if self.ready.wait_until(&mut waited, deadline).timed_out() {
