@@ -47,14 +47,16 @@ impl agentry::Agent for Recorder {
     }
 }
 
-/// One agent held busy on a gate task while the test queues more.
+/// One recording agent (held busy on a gate task while the test queues
+/// more, once given one).
 struct HeldAgent {
     orchestrator: Orchestrator,
     started: Arc<Mutex<Vec<String>>>,
     release: Sender<()>,
 }
 
-fn held_agent() -> HeldAgent {
+/// One idle recording agent, and the receiver told when it enters a gate.
+fn recording_agent() -> (HeldAgent, Receiver<()>) {
     let started = Arc::new(Mutex::new(Vec::new()));
     let (release, gate) = bounded(1);
     let (entered_tx, entered) = bounded(1);
@@ -69,13 +71,19 @@ fn held_agent() -> HeldAgent {
         .autoscale(AutoscalePolicy::disabled())
         .build()
         .unwrap();
-    orchestrator.submit(Task::new("gate")).unwrap();
-    entered.recv_timeout(PATIENCE).unwrap();
-    HeldAgent {
+    let agent = HeldAgent {
         orchestrator,
         started,
         release,
-    }
+    };
+    (agent, entered)
+}
+
+fn held_agent() -> HeldAgent {
+    let (held, entered) = recording_agent();
+    held.orchestrator.submit(Task::new("gate")).unwrap();
+    entered.recv_timeout(PATIENCE).unwrap();
+    held
 }
 
 fn wait_all(orchestrator: &Orchestrator, ids: &[agentry::TaskId]) {
@@ -142,34 +150,21 @@ fn a_large_batch_for_an_idle_agent_runs_highest_first_and_in_order_within_a_leve
     // The agent is idle: a large batch hands it its first task before the
     // rest is queued, unless a later task of the batch outranks that one.
     for with_critical in [false, true] {
-        let started = Arc::new(Mutex::new(Vec::new()));
-        let (gate_tx, gate) = bounded(1);
-        let (entered_tx, _entered) = bounded(1);
-        let agent_started = started.clone();
-        let orchestrator = Orchestrator::builder()
-            .agents(Role::Researcher, 1, move || Recorder {
-                started: agent_started.clone(),
-                gate: gate.clone(),
-                entered: entered_tx.clone(),
-            })
-            .autoscale(AutoscalePolicy::disabled())
-            .build()
-            .unwrap();
+        let (agent, _entered) = recording_agent();
         let mut tasks: Vec<Task> = (0..200)
             .map(|i| Task::new(format!("normal-{i:03}")))
             .collect();
         if with_critical {
             tasks.push(Task::new("critical").with_priority(Priority::Critical));
         }
-        let ids = orchestrator.submit_batch(tasks).unwrap();
-        wait_all(&orchestrator, &ids);
-        let started = started.lock().clone();
+        let ids = agent.orchestrator.submit_batch(tasks).unwrap();
+        wait_all(&agent.orchestrator, &ids);
+        let started = agent.started.lock().clone();
         let mut expected: Vec<String> = (0..200).map(|i| format!("normal-{i:03}")).collect();
         if with_critical {
             expected.insert(0, "critical".into());
         }
         assert_eq!(started, expected, "with a critical task: {with_critical}");
-        drop(gate_tx);
     }
 }
 
