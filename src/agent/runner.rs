@@ -206,16 +206,15 @@ impl Runner {
     }
 
     /// Hands the gathered results to the distributor, whose lock the caller
-    /// holds. An agent taken out of its pool (hung, then back) is not heard
-    /// any more: its results count as late.
+    /// holds. An agent retired as hung (then back) had the results it had
+    /// gathered handed in then, and its running task recovered (run again or
+    /// failed): that task's late result is ignored and counted as late.
     fn hand_in(&mut self, distributor: &mut Distributor) {
         std::mem::swap(&mut self.reporting, &mut self.me.batch.lock().finished);
-        // Retired as hung, the agent had the results it had gathered handed
-        // in then, and its running task recovered (run again or failed):
-        // that task's late result is ignored.
-        let late = match self.me.retired.load(Ordering::Relaxed) {
-            true => self.me.recovered.load(Ordering::Relaxed),
-            false => 0,
+        let late = if self.me.retired.load(Ordering::Relaxed) {
+            self.me.recovered.load(Ordering::Relaxed)
+        } else {
+            0
         };
         for finished in self.reporting.drain(..) {
             if late != 0 && finished.task.id.get() == late {
