@@ -1439,6 +1439,136 @@ fn the_leader_puts_back_every_task_of_a_dead_node_holding_more_than_100_000() {
             _ => {}
         }
     }
+    // Put back over many calls and pump passes, each entry once.
+    let length: usize = redis::cmd("XLEN")
+        .arg(stream)
+        .query(&mut connection)
+        .unwrap();
+    assert_eq!(length, held);
+    assert!(ghost_consumers(&mut connection, stream).is_empty());
+    let dying: usize = redis::cmd("HLEN")
+        .arg("agentry:nodes:dying")
+        .query(&mut connection)
+        .unwrap();
+    assert_eq!(dying, 0);
+    leader.shutdown().unwrap();
+}
+
+/// The consumers named `ghost` in the group of `stream`, with their
+/// pending counts.
+fn ghost_consumers(connection: &mut redis::Connection, stream: &str) -> Vec<usize> {
+    let reply: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(stream)
+        .arg("agentry")
+        .query(connection)
+        .unwrap();
+    reply
+        .consumers
+        .iter()
+        .filter(|c| c.name == "ghost")
+        .map(|c| c.pending)
+        .collect()
+}
+
+#[test]
+fn a_dead_node_is_finished_from_its_record_and_keeps_what_it_read_after_the_declaration() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let leader = node_builder(&url, "leader", 1, Duration::ZERO)
+        .election(election("leader"))
+        .build()
+        .unwrap();
+    wait_until("the node leads", || leader.is_leader());
+    let mut connection = raw(&url);
+    let stream = "agentry:tasks:ghost:2";
+    let _: () = redis::cmd("HSET")
+        .arg("agentry:tasks:lanes")
+        .arg("ghost")
+        .arg("not a lane any node serves")
+        .query(&mut connection)
+        .unwrap();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg("agentry")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query(&mut connection)
+        .unwrap();
+    let read_one = |connection: &mut redis::Connection, id: u64| -> String {
+        let entry: String = redis::cmd("XADD")
+            .arg(stream)
+            .arg("*")
+            .arg("id")
+            .arg(id)
+            .query(connection)
+            .unwrap();
+        let _: redis::Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("agentry")
+            .arg("ghost")
+            .arg("COUNT")
+            .arg(1)
+            .arg("STREAMS")
+            .arg(stream)
+            .arg(">")
+            .query(connection)
+            .unwrap();
+        entry
+    };
+    let before = read_one(&mut connection, 900_001);
+    // A node declared dead between its two reads, by a leader that stopped
+    // before putting anything back: the record the next leader goes on from.
+    thread::sleep(Duration::from_millis(20));
+    let (seconds, micros): (u64, u64) = redis::cmd("TIME").query(&mut connection).unwrap();
+    let declared = seconds * 1000 + micros / 1000;
+    thread::sleep(Duration::from_millis(20));
+    let after = read_one(&mut connection, 900_002);
+    let _: () = redis::cmd("HSET")
+        .arg("agentry:nodes:dying")
+        .arg("ghost")
+        .arg(format!("{declared} 0"))
+        .query(&mut connection)
+        .unwrap();
+
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match leader
+            .events()
+            .recv_timeout(left)
+            .expect("no NodeDead event")
+        {
+            agentry::Event::NodeDead { node, requeued } if node == "ghost" => {
+                assert_eq!(requeued, 1);
+                break;
+            }
+            _ => {}
+        }
+    }
+    // The entry read before the declaration is back for any node (a new
+    // entry counting the takeover); the one read after it is still the
+    // node's, so its consumer stays.
+    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query(&mut connection)
+        .unwrap();
+    let ids: Vec<&str> = entries.ids.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(!ids.contains(&before.as_str()), "{ids:?}");
+    assert_eq!(ids[0], after);
+    let copy = &entries.ids[1];
+    assert_eq!(copy.get::<u64>("id"), Some(900_001));
+    assert_eq!(copy.get::<u32>("takeovers"), Some(1));
+    assert_eq!(ghost_consumers(&mut connection, stream), vec![1]);
+    let dying: usize = redis::cmd("HLEN")
+        .arg("agentry:nodes:dying")
+        .query(&mut connection)
+        .unwrap();
+    assert_eq!(dying, 0);
     leader.shutdown().unwrap();
 }
 

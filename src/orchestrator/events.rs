@@ -104,9 +104,12 @@ pub enum Event {
     /// [election](crate::OrchestratorBuilder::election)) declared another
     /// node dead: its heartbeat was a quarter of the visibility timeout plus
     /// one Redis command timeout old (by the leader's timeouts or the node's,
-    /// whichever is longer). The tasks it held were put back at once for any node
-    /// (their next attempt counted), its consumers and its entry in the
-    /// cluster's node list deleted. Only the leader sends it.
+    /// whichever is longer). Sent once every task it held is back in the
+    /// queue for any node (their next attempt counted) and its consumers and
+    /// its entry in the cluster's node list are deleted: at once for a node
+    /// holding up to a thousand tasks, over the leader's next heartbeats for
+    /// more. Only the leader sends it (the next leader, if the leader
+    /// changed while the tasks were being put back).
     NodeDead {
         /// The node's name.
         node: String,

@@ -23,6 +23,7 @@
 //! | `ns:results:order` | sorted set of result ids scored by when they were stored, to evict the oldest past the retention |
 //! | `ns:results:seq` | the counter that orders stored results (`INCR`) |
 //! | `ns:nodes` | hash: node name → its last heartbeat (ms since the Unix epoch, on the Redis server's clock), agent count and the heartbeat age (ms) after which it may be declared dead |
+//! | `ns:nodes:dying` | hash: node declared dead → when (server ms) and how many of its tasks are back so far, until all are |
 //!
 //! # Protocol
 //!
@@ -76,15 +77,22 @@
 //!   its heartbeats, declares dead every other node whose heartbeat is
 //!   three heartbeats and one command timeout old, by the leader's
 //!   timeouts and by the node's own (written in its heartbeat row, so a
-//!   node with a longer visibility timeout is judged by its own): one script per dead node re-checks the age, and for each of
-//!   its pending entries in every lane appends a copy at the end of the
-//!   stream (its `takeovers` field counting the attempt), acknowledges and
-//!   deletes the old one, then deletes the node's consumers and its rows in
-//!   `ns:nodes` and `ns:nodes:specs`; the leader emits
-//!   [`Event::NodeDead`]. A node declared dead while only frozen finds its
-//!   entries gone when it resumes, as after a takeover; its next heartbeat
-//!   lists it again. `XAUTOCLAIM` stays as the backstop (a leader change,
-//!   an entry a live node let go of).
+//!   node with a longer visibility timeout is judged by its own). A script
+//!   re-checks the age and declares the node dead: deletes its rows in
+//!   `ns:nodes` and `ns:nodes:specs` and records it in `ns:nodes:dying`.
+//!   Then, a thousand entries per call of the script (so that no call
+//!   holds the server for long), each of its pending entries in every lane
+//!   gets a copy at the end of its stream (its `takeovers` field counting
+//!   the attempt) and the old one is acknowledged and deleted; the call
+//!   that finds none left deletes the node's consumers and its dying
+//!   record, and the leader emits [`Event::NodeDead`]. A node holding more
+//!   than a pump pass can move is continued at the leader's next
+//!   heartbeat, or by the next leader. Only entries idle since the
+//!   declaration move: a node declared dead while only frozen finds the
+//!   entries already moved gone when it resumes, as after a takeover,
+//!   keeps those it reads or refreshes from then on, and its next
+//!   heartbeat lists it again. `XAUTOCLAIM` stays as the backstop (an
+//!   entry a live node let go of, a cluster without an election).
 //! * **Lost groups.** When a command fails with `NOGROUP` (the database
 //!   was flushed, or a Redis without persistence restarted), the pump
 //!   creates the consumer groups again; the entries still in the streams
@@ -149,6 +157,9 @@ pub const DEFAULT_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(30);
 
 const GROUP: &str = "agentry";
 const RANKS: usize = 4;
+/// The most entries of a dead node one call of [`REAP`] puts back: a few
+/// milliseconds of the server's time.
+const REAP_CHUNK: usize = 1_000;
 /// How long a pump with nothing to do blocks in `XREADGROUP`.
 const IDLE_BLOCK: Duration = Duration::from_millis(20);
 
@@ -331,28 +342,47 @@ return 0
 
 /// Declares a node dead if its heartbeat (server clock) is at least
 /// `ARGV[2]` ms old, and at least the age its own row names (a node with a
-/// longer visibility timeout than the leader's beats less often): puts each of its pending entries back at the end of
-/// its stream for any node (a new entry whose `takeovers` field counts the
-/// attempt, the old one acknowledged and deleted), deletes its consumers
-/// and its entries in the nodes and specs hashes; the index follows the
-/// entries. Returns how many entries it put back, or -1 if the node is not
-/// dead (or already gone). KEYS: nodes, specs, index, then every task
-/// stream. ARGV: node, threshold ms, group.
+/// longer visibility timeout than the leader's beats less often), then puts
+/// its pending entries back at the end of their streams for any node, at
+/// most `ARGV[4]` per call so that no call holds the server for long.
+///
+/// The declaration deletes the node's rows in the nodes and specs hashes
+/// and records it in the dying hash (`declared-ms moved-so-far`); the calls
+/// that follow, by this leader or the next, continue from that record.
+/// Each entry put back is a new entry whose `takeovers` field counts the
+/// attempt, the old one acknowledged and deleted; the index follows the
+/// entries. Only entries idle since the declaration move: one the node
+/// read or refreshed after it (it was only frozen, and runs again) stays
+/// its own. The call that finds nothing left to move deletes the node's
+/// consumers that hold nothing and the dying record.
+///
+/// Returns `{moved, done}`: the entries put back so far and 1 once all
+/// are, or `{-1, 0}` if the node is neither dead nor dying. KEYS: nodes,
+/// specs, index, dying, then every task stream. ARGV: node, threshold ms,
+/// group, most entries to move.
 const REAP: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local beat = redis.call('HGET', KEYS[1], ARGV[1])
-if not beat then return -1 end
-local at = tonumber(string.match(beat, '^(%d+)'))
-local threshold = math.max(tonumber(ARGV[2]), tonumber(string.match(beat, '^%d+ %d+ (%d+)')) or 0)
-if at and now - at < threshold then return -1 end
-local moved = 0
-for i = 4, #KEYS do
-  -- Pages of 1000 until none is left: DELCONSUMER below would drop any
-  -- entry still pending on the node.
-  local pending = redis.pcall('XPENDING', KEYS[i], ARGV[3], '-', '+', 1000, ARGV[1])
-  local readable = type(pending) == 'table' and not pending.err
-  while readable and #pending > 0 do
+local declared, moved
+local dying = redis.call('HGET', KEYS[4], ARGV[1])
+if dying then
+  local at, count = string.match(dying, '^(%d+) (%d+)$')
+  declared, moved = tonumber(at), tonumber(count)
+else
+  local beat = redis.call('HGET', KEYS[1], ARGV[1])
+  if not beat then return {-1, 0} end
+  local at = tonumber(string.match(beat, '^(%d+)'))
+  local threshold = math.max(tonumber(ARGV[2]), tonumber(string.match(beat, '^%d+ %d+ (%d+)')) or 0)
+  if at and now - at < threshold then return {-1, 0} end
+  declared, moved = now, 0
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+end
+local left = tonumber(ARGV[4])
+for i = 5, #KEYS do
+  if left == 0 then break end
+  local pending = redis.pcall('XPENDING', KEYS[i], ARGV[3], 'IDLE', now - declared, '-', '+', left, ARGV[1])
+  if type(pending) == 'table' and not pending.err then
     for _, p in ipairs(pending) do
       local found = redis.call('XRANGE', KEYS[i], p[1], p[1])
       if #found == 1 then
@@ -376,15 +406,23 @@ for i = 4, #KEYS do
       redis.call('XACK', KEYS[i], ARGV[3], p[1])
       redis.call('XDEL', KEYS[i], p[1])
     end
-    pending = redis.call('XPENDING', KEYS[i], ARGV[3], '-', '+', 1000, ARGV[1])
+    left = left - #pending
   end
-  if readable then
+end
+if left == 0 then
+  redis.call('HSET', KEYS[4], ARGV[1], string.format('%d %d', declared, moved))
+  return {moved, 0}
+end
+-- Every stream gave less than asked: nothing idle is left. DELCONSUMER
+-- would drop what a consumer still holds, so only empty ones go.
+for i = 5, #KEYS do
+  local rest = redis.pcall('XPENDING', KEYS[i], ARGV[3], '-', '+', 1, ARGV[1])
+  if type(rest) == 'table' and not rest.err and #rest == 0 then
     redis.pcall('XGROUP', 'DELCONSUMER', KEYS[i], ARGV[3], ARGV[1])
   end
 end
-redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-return moved
+redis.call('HDEL', KEYS[4], ARGV[1])
+return {moved, 1}
 ";
 
 /// Cancels a task wherever it is. A result stored: `finished`. Waiting
@@ -538,6 +576,9 @@ pub(crate) struct RedisQueue {
     results: String,
     order: String,
     nodes: String,
+    /// Hash: node declared dead → `declared-ms moved-so-far`, until all its
+    /// entries are put back.
+    dying: String,
     /// Tasks this node claimed and has not finished.
     in_hand: Mutex<HashMap<TaskId, Entry>>,
     /// Tasks cancelled here because another node took them over: their
@@ -578,6 +619,7 @@ impl RedisQueue {
             results: pool.key("results"),
             order: pool.key("results:order"),
             nodes: pool.key("nodes"),
+            dying: pool.key("nodes:dying"),
             pool,
             node,
             visibility,
@@ -1437,28 +1479,42 @@ impl RedisQueue {
     }
 
     /// The leader's duty: declares dead every other node whose heartbeat
-    /// is [`dead_after`] old, putting its tasks back for any node at once.
-    /// Returns the nodes declared dead and how many tasks each held.
+    /// is [`dead_after`] old and puts its tasks back for any node, calling
+    /// `on_dead` with the node and how many tasks it held once all are back.
+    /// A node holding many tasks takes several calls of the script
+    /// ([`REAP_CHUNK`] entries each); after about a heartbeat interval the
+    /// rest is left to the next heartbeat, so the pump keeps feeding its
+    /// agents.
     ///
     /// # Errors
     ///
-    /// [`Error::Backend`] if Redis cannot be reached.
-    fn reap_dead(&self) -> Result<Vec<(String, usize)>> {
+    /// [`Error::Backend`] if Redis cannot be reached. The nodes reported
+    /// before the error stay reported; one interrupted is continued by the
+    /// next call, from its record in Redis.
+    fn reap_dead(&self, mut on_dead: impl FnMut(String, usize)) -> Result<()> {
+        let until = crate::clock::deadline_after(heartbeat_interval(self.visibility));
         let now = self.server_now()?;
         let threshold = self.dead_after();
-        let stale: Vec<String> = self
-            .beats()?
-            .into_iter()
-            .filter(|(name, at, _, own)| {
-                *name != self.node
-                    && now
-                        .duration_since(*at)
-                        .is_ok_and(|age| age >= threshold.max(*own))
-            })
-            .map(|(name, ..)| name)
-            .collect();
-        if stale.is_empty() {
-            return Ok(Vec::new());
+        let mut doomed: Vec<String> =
+            self.pool
+                .run(Retry::Once, &|| "read the dying nodes".to_owned(), |c| {
+                    ::redis::cmd("HKEYS").arg(&self.dying).query(c)
+                })?;
+        doomed.extend(
+            self.beats()?
+                .into_iter()
+                .filter(|(name, at, _, own)| {
+                    *name != self.node
+                        && now
+                            .duration_since(*at)
+                            .is_ok_and(|age| age >= threshold.max(*own))
+                })
+                .map(|(name, ..)| name),
+        );
+        doomed.sort_unstable();
+        doomed.dedup();
+        if doomed.is_empty() {
+            return Ok(());
         }
         let lanes: Vec<String> =
             self.pool
@@ -1469,29 +1525,40 @@ impl RedisQueue {
             .iter()
             .flat_map(|lane| (0..RANKS).map(move |rank| self.stream(lane, rank)))
             .collect();
-        let mut dead = Vec::new();
-        for node in stale {
-            let moved: i64 =
-                self.pool
-                    .run(Retry::Never, &|| format!("declare node {node} dead"), |c| {
-                        ::redis::cmd("EVAL")
-                            .arg(REAP)
-                            .arg(3 + streams.len())
-                            .arg(&self.nodes)
-                            .arg(&self.node_specs)
-                            .arg(&self.index)
-                            .arg(&streams)
-                            .arg(&node)
-                            .arg(millis(threshold))
-                            .arg(GROUP)
-                            .query(c)
-                    })?;
-            if let Ok(moved) = usize::try_from(moved) {
-                tracing::warn!(%node, requeued = moved, "a node stopped writing its heartbeat: declared dead, its tasks put back");
-                dead.push((node, moved));
+        for node in doomed {
+            loop {
+                let (moved, done): (i64, i64) =
+                    self.pool
+                        .run(Retry::Never, &|| format!("declare node {node} dead"), |c| {
+                            ::redis::cmd("EVAL")
+                                .arg(REAP)
+                                .arg(4 + streams.len())
+                                .arg(&self.nodes)
+                                .arg(&self.node_specs)
+                                .arg(&self.index)
+                                .arg(&self.dying)
+                                .arg(&streams)
+                                .arg(&node)
+                                .arg(millis(threshold))
+                                .arg(GROUP)
+                                .arg(REAP_CHUNK)
+                                .query(c)
+                        })?;
+                // Negative: the node is alive after all, or already gone.
+                let Ok(moved) = usize::try_from(moved) else {
+                    break;
+                };
+                if done == 1 {
+                    tracing::warn!(%node, requeued = moved, "a node stopped writing its heartbeat: declared dead, its tasks put back");
+                    on_dead(node, moved);
+                    break;
+                }
+                if Instant::now() >= until {
+                    return Ok(());
+                }
             }
         }
-        Ok(dead)
+        Ok(())
     }
 
     /// How old this node's heartbeat must be before a leader declares it
@@ -1696,15 +1763,11 @@ pub(crate) fn spawn_pump(
                     }
                     let leading = shared.election.as_ref().is_some_and(|e| e.is_leader());
                     if leading {
-                        match queue.reap_dead() {
-                            Ok(dead) => {
-                                for (node, requeued) in dead {
-                                    shared.emit(Event::NodeDead { node, requeued });
-                                }
-                            }
-                            Err(error) => {
-                                tracing::warn!(%error, "looking for dead nodes failed");
-                            }
+                        let reaped = queue.reap_dead(|node, requeued| {
+                            shared.emit(Event::NodeDead { node, requeued });
+                        });
+                        if let Err(error) = reaped {
+                            tracing::warn!(%error, "looking for dead nodes failed");
                         }
                     }
                 }
