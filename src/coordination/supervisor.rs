@@ -85,23 +85,32 @@ impl Ord for Deadline {
 }
 
 /// Spawns one agent of spec `spec`: registers its mailbox, adds it to its
-/// pool and starts its thread, named `agentry-<role>-<n>`.
+/// pool and starts its thread, named `agentry-<role>-<n>`. `reserved`: it
+/// takes a place reserved in the pool, released if it cannot be spawned.
 pub(crate) fn spawn_agent(
     shared: &Arc<Shared>,
     spec: usize,
     factory: &Factory,
-    scaled: bool,
+    reserved: bool,
 ) -> Result<(Arc<AgentShared>, JoinHandle<()>)> {
     let (id, role) = {
         let distributor = shared.distributor.lock();
         (shared.next_agent_id(), distributor.pool(spec).role.clone())
     };
     let agent = Arc::new(AgentShared::new(id, role.clone(), spec));
-    let mailbox = shared.broker.register_with_role(id, role.clone())?;
+    let mailbox = match shared.broker.register_with_role(id, role.clone()) {
+        Ok(mailbox) => mailbox,
+        Err(error) => {
+            if reserved {
+                shared.distributor.lock().release_reserved(spec);
+            }
+            return Err(error);
+        }
+    };
     shared
         .distributor
         .lock()
-        .add_agent(Arc::clone(&agent), scaled);
+        .add_agent(Arc::clone(&agent), reserved);
     let thread = {
         let (agent, shared, factory) =
             (Arc::clone(&agent), Arc::clone(shared), Arc::clone(factory));
@@ -355,7 +364,7 @@ impl Supervisor {
             for hung in distributor.hung_agents(now, self.health.hang_timeout) {
                 let agent = hung.agent;
                 let task = agent.current.load(Ordering::Acquire);
-                if !distributor.retire(&agent, &mut fx) {
+                if !distributor.retire_for_replacement(&agent, &mut fx) {
                     continue;
                 }
                 agent.mark_error();
@@ -410,7 +419,7 @@ impl Supervisor {
         let mut fx = Effects::default();
         {
             let mut distributor = self.shared.distributor.lock();
-            if !distributor.retire(agent, &mut fx) {
+            if !distributor.retire_for_replacement(agent, &mut fx) {
                 // Taken out already (scaled down, or shut down): nothing to
                 // replace.
                 return;
@@ -435,12 +444,13 @@ impl Supervisor {
             window.pop_front();
         }
         if window.len() >= self.health.max_restarts as usize {
+            self.shared.distributor.lock().release_reserved(spec);
             self.fail_spec(spec);
             return;
         }
         window.push_back(now);
         self.shared.distributor.lock().note_restart(spec);
-        match spawn_agent(&self.shared, spec, &self.factories[spec], false) {
+        match spawn_agent(&self.shared, spec, &self.factories[spec], true) {
             Ok((agent, handle)) => {
                 tracing::info!(failed = %failed.id, replacement = %agent.id, "agent replaced");
                 self.shared.emit(Event::AgentReplaced {
@@ -479,7 +489,7 @@ impl Supervisor {
 
     fn scale_up(&mut self, spec: usize) {
         if self.shared.distributor.lock().pool(spec).failed {
-            self.shared.distributor.lock().scale_up_failed(spec);
+            self.shared.distributor.lock().release_reserved(spec);
             return;
         }
         match spawn_agent(&self.shared, spec, &self.factories[spec], true) {
@@ -493,7 +503,6 @@ impl Supervisor {
                 self.threads.insert(agent.id, (agent, handle));
             }
             Err(error) => {
-                self.shared.distributor.lock().scale_up_failed(spec);
                 tracing::error!(%error, "could not spawn an agent to scale up");
             }
         }
@@ -517,7 +526,7 @@ impl Supervisor {
                     }
                     let _ = self.shared.broker.unregister(agent.id);
                 }
-                Ok(Request::ScaleUp(spec)) => self.shared.distributor.lock().scale_up_failed(spec),
+                Ok(Request::ScaleUp(spec)) => self.shared.distributor.lock().release_reserved(spec),
                 Ok(Request::Watch(_) | Request::Shutdown { .. }) => {}
                 Err(_) => break,
             }

@@ -79,7 +79,9 @@ pub(crate) struct SpecPool {
     idle: VecDeque<Arc<AgentShared>>,
     /// How many agents the spec started with.
     start: usize,
-    /// Scale-ups decided and not running yet.
+    /// Places reserved for agents not in the pool yet: scale-ups decided,
+    /// and replacements of failed agents. Auto-scaling counts them as
+    /// members, so that it does not fill a place a replacement will take.
     pending: usize,
     /// Failed by the restart limit: serves nothing any more.
     pub(crate) failed: bool,

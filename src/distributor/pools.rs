@@ -26,20 +26,36 @@ pub(crate) struct PoolFigures {
 }
 
 impl Distributor {
-    /// A new agent joins its spec's pool; `scaled` when an auto-scaling
-    /// decision asked for it.
-    pub(crate) fn add_agent(&mut self, agent: Arc<AgentShared>, scaled: bool) {
+    /// A new agent joins its spec's pool; `reserved` when it takes a place
+    /// reserved for it (a scale-up, a replacement).
+    pub(crate) fn add_agent(&mut self, agent: Arc<AgentShared>, reserved: bool) {
         let pool = &mut self.specs[agent.spec];
-        if scaled {
+        if reserved {
             pool.pending = pool.pending.saturating_sub(1);
         }
         pool.agents.push(agent);
     }
 
-    /// An agent asked for by auto-scaling could not be spawned.
-    pub(crate) fn scale_up_failed(&mut self, spec: usize) {
+    /// The agent a place of `spec` was reserved for will not come (it could
+    /// not be spawned, or its spec failed).
+    pub(crate) fn release_reserved(&mut self, spec: usize) {
         let pool = &mut self.specs[spec];
         pool.pending = pool.pending.saturating_sub(1);
+    }
+
+    /// Takes a failed `agent` out of its pool as [`retire`](Self::retire)
+    /// does, reserving its place for the replacement the supervisor spawns
+    /// next. `false` when it was out already.
+    pub(crate) fn retire_for_replacement(
+        &mut self,
+        agent: &Arc<AgentShared>,
+        fx: &mut Effects,
+    ) -> bool {
+        if !self.retire(agent, fx) {
+            return false;
+        }
+        self.specs[agent.spec].pending += 1;
+        true
     }
 
     /// Takes `agent` out of its pool for good: it stops being offered work,

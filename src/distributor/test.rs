@@ -315,3 +315,40 @@ fn a_small_batch_or_one_led_by_a_task_a_later_one_outranks_is_not_started_early(
     let handed: Vec<TaskId> = agents[0].batch.lock().tasks.iter().map(|t| t.id).collect();
     assert_eq!(handed, [*ids.last().unwrap()]);
 }
+
+#[test]
+fn a_failed_agent_s_place_is_kept_for_its_replacement_not_filled_by_scaling() {
+    let mut d = with_specs(vec![SpecPool::new(Role::Researcher, Vec::new(), 2)]);
+    d.scaling = Scaling {
+        policy: AutoscalePolicy::default(),
+        min: 1,
+        max: 2,
+    };
+    // A full pool, every agent busy, a long queue: scaling would grow it.
+    let agents: Vec<_> = (1..=2)
+        .map(|id| Arc::new(AgentShared::new(AgentId::from(id), Role::Researcher, 0)))
+        .collect();
+    for agent in &agents {
+        d.add_agent(Arc::clone(agent), false);
+    }
+    for _ in 0..20 {
+        submit(&mut d, Task::new("t"));
+    }
+    let mut fx = Effects::default();
+    assert!(d.retire_for_replacement(&agents[0], &mut fx));
+    assert!(
+        !d.retire_for_replacement(&agents[0], &mut fx),
+        "out already"
+    );
+    d.autoscale(Instant::now(), &mut fx);
+    assert!(fx.scale_up.is_empty(), "the replacement's place was filled");
+    // The replacement takes its place; one that never comes gives it back.
+    let replacement = Arc::new(AgentShared::new(AgentId::from(3), Role::Researcher, 0));
+    d.add_agent(replacement, true);
+    d.autoscale(Instant::now(), &mut fx);
+    assert!(fx.scale_up.is_empty());
+    assert!(d.retire_for_replacement(&agents[1], &mut fx));
+    d.release_reserved(0);
+    d.autoscale(Instant::now(), &mut fx);
+    assert_eq!(fx.scale_up, [0]);
+}
