@@ -9,8 +9,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use agentry::{
-    AgentContext, AgentSpec, AutoscalePolicy, Error, Event, HealthConfig, Orchestrator, Output,
-    Role, Task, TaskError, TaskStatus,
+    AgentContext, AgentId, AgentSpec, AutoscalePolicy, Error, Event, HealthConfig, Message,
+    Orchestrator, Output, Role, Task, TaskError, TaskStatus,
 };
 use parking_lot::Mutex;
 
@@ -404,6 +404,74 @@ fn a_pool_that_starts_below_min_is_never_shrunk_below_its_start() {
         .unwrap();
     thread::sleep(Duration::from_millis(100));
     assert_eq!(orchestrator.status().pools[0].agents, 1);
+}
+
+#[test]
+fn an_agent_hung_in_on_message_is_detached_and_the_task_handed_to_it_runs_elsewhere() {
+    struct Stalling {
+        entered: crossbeam_channel::Sender<AgentId>,
+        stall_once: Arc<AtomicBool>,
+        release: Arc<AtomicBool>,
+    }
+    impl agentry::Agent for Stalling {
+        fn execute(&mut self, _: &Task, _: &AgentContext) -> Outcome {
+            Ok(Output::empty())
+        }
+        fn on_message(&mut self, _: Message, ctx: &AgentContext) {
+            if self.stall_once.swap(false, Ordering::SeqCst) {
+                let _ = self.entered.send(ctx.id());
+                let deadline = Instant::now() + PATIENCE;
+                while !self.release.load(Ordering::SeqCst) && Instant::now() < deadline {
+                    thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    let (entered_tx, entered) = crossbeam_channel::unbounded();
+    let stall_once = Arc::new(AtomicBool::new(true));
+    let release = Arc::new(AtomicBool::new(false));
+    let agent_release = release.clone();
+    let orchestrator = Orchestrator::builder()
+        .agents(Role::Researcher, 1, move || Stalling {
+            entered: entered_tx.clone(),
+            stall_once: stall_once.clone(),
+            release: agent_release.clone(),
+        })
+        .min_agents(1)
+        .health(quick_health())
+        .autoscale(AutoscalePolicy::disabled())
+        .build()
+        .unwrap();
+    let agent = orchestrator.status().agents[0].id;
+    orchestrator
+        .broker()
+        .send(agentry::ORCHESTRATOR_ID, agent, "stall")
+        .unwrap();
+    assert_eq!(entered.recv_timeout(PATIENCE).unwrap(), agent);
+
+    // The only agent is idle in the pool's eyes: the task is handed to it.
+    let id = orchestrator.submit(Task::new("t")).unwrap();
+    let result = orchestrator.wait(id, PATIENCE).unwrap();
+    assert!(result.is_success(), "{result:?}");
+    assert_ne!(result.agent(), Some(agent), "ran on the replacement");
+    let mut seen = Vec::new();
+    let hung = await_event(
+        &orchestrator,
+        &mut seen,
+        |e| matches!(e, Event::AgentHung { agent: a, .. } if *a == agent),
+    );
+    assert!(
+        matches!(hung, Event::AgentHung { task: None, .. }),
+        "{hung:?}"
+    );
+    await_event(
+        &orchestrator,
+        &mut seen,
+        |e| matches!(e, Event::AgentReplaced { failed, .. } if *failed == agent),
+    );
+
+    release.store(true, Ordering::SeqCst);
+    orchestrator.shutdown().unwrap();
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The supervisor thread starts the first time it has something to do: an
-//! orchestrator that is never given a task runs its agents' threads only
-//! and still shuts down cleanly; the first task starts the supervisor, which
-//! then watches for hangs.
+//! orchestrator that is never given work runs its agents' threads only and
+//! still shuts down cleanly; the first task, or the first message an agent
+//! handles, starts the supervisor, which then watches for hangs.
 //!
 //! The tests read this process's thread names, so they take turns.
 #![cfg(target_os = "linux")]
@@ -78,9 +78,9 @@ impl agentry::Agent for Listener {
 }
 
 #[test]
-fn an_orchestrator_never_given_a_task_runs_only_its_agents_and_shuts_down() {
+fn an_orchestrator_never_given_work_runs_only_its_agents_and_shuts_down() {
     let _turn = ONE_AT_A_TIME.lock();
-    let (heard_tx, heard) = crossbeam_channel::unbounded();
+    let (heard_tx, _heard) = crossbeam_channel::unbounded();
     let orchestrator = Orchestrator::builder()
         .agents(Role::Extractor, 4, move || Listener {
             heard: heard_tx.clone(),
@@ -89,18 +89,39 @@ fn an_orchestrator_never_given_a_task_runs_only_its_agents_and_shuts_down() {
         .build()
         .unwrap();
     await_spawned(&orchestrator, 4);
-    let agent = orchestrator.status().agents[0].id;
-    orchestrator
-        .broker()
-        .send(agentry::ORCHESTRATOR_ID, agent, "hello")
-        .unwrap();
-    heard.recv_timeout(PATIENCE).unwrap();
     assert_eq!(count(AGENT), 4, "{:?}", thread_names());
     assert_eq!(count(SUPERVISOR), 0, "{:?}", thread_names());
 
     orchestrator.shutdown().unwrap();
     await_threads(AGENT, 0);
     assert_eq!(count(SUPERVISOR), 0, "{:?}", thread_names());
+}
+
+#[test]
+fn the_first_message_an_agent_handles_starts_the_supervisor() {
+    let _turn = ONE_AT_A_TIME.lock();
+    let (heard_tx, heard) = crossbeam_channel::unbounded();
+    let orchestrator = Orchestrator::builder()
+        .agents(Role::Extractor, 2, move || Listener {
+            heard: heard_tx.clone(),
+        })
+        .build()
+        .unwrap();
+    await_spawned(&orchestrator, 2);
+    assert_eq!(count(SUPERVISOR), 0, "{:?}", thread_names());
+    // A handler that never returned would strand the tasks handed to its
+    // agent: from the first message on, the health check watches.
+    let agent = orchestrator.status().agents[0].id;
+    orchestrator
+        .broker()
+        .send(agentry::ORCHESTRATOR_ID, agent, "hello")
+        .unwrap();
+    heard.recv_timeout(PATIENCE).unwrap();
+    await_threads(SUPERVISOR, 1);
+
+    orchestrator.shutdown().unwrap();
+    await_threads(AGENT, 0);
+    await_threads(SUPERVISOR, 0);
 }
 
 #[test]

@@ -55,7 +55,9 @@ pub trait Agent: Send + 'static {
     ) -> std::result::Result<Output, TaskError>;
 
     /// Receives a direct, broadcast or topic message addressed to this agent.
-    /// Called between tasks; the default ignores the message.
+    /// Called between tasks; the default ignores the message. Watched for
+    /// hangs as a task is (the health config's hang timeout): a handler that
+    /// takes long calls [`AgentContext::heartbeat`].
     fn on_message(&mut self, _message: Message, _ctx: &AgentContext) {}
 }
 
@@ -174,8 +176,9 @@ impl AgentContext {
         self.shared.submit(task)
     }
 
-    /// Shows that a long task is still making progress, so the health
-    /// monitor does not take the agent for hung.
+    /// Shows that a long task (or a long [`Agent::on_message`]) is still
+    /// making progress, so the health monitor does not take the agent for
+    /// hung.
     pub fn heartbeat(&self) {
         self.agent.beat(&self.shared);
     }
@@ -215,6 +218,9 @@ pub(crate) struct AgentShared {
     state: AtomicU8,
     /// The task executing now, or 0.
     pub(crate) current: AtomicU64,
+    /// Whether the agent is in [`Agent::on_message`]: watched for hangs
+    /// as a running task is.
+    pub(crate) handling_message: AtomicBool,
     /// Nanoseconds since the orchestrator started, at the last sign of life.
     pub(crate) heartbeat: AtomicU64,
     pub(crate) stop: AtomicBool,
@@ -250,6 +256,7 @@ impl AgentShared {
             batch: Mutex::new(Batch::default()),
             state: AtomicU8::new(AgentState::Idle as u8),
             current: AtomicU64::new(0),
+            handling_message: AtomicBool::new(false),
             heartbeat: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             retired: AtomicBool::new(false),

@@ -306,9 +306,16 @@ impl Runner {
             }
             MessageKind::Control => Next::Work,
             _ => {
+                // A handler that never returns strands the tasks handed to
+                // this agent meanwhile: the health check watches it too.
+                self.shared.supervisor.start();
+                self.me.beat(&self.shared);
+                self.me.handling_message.store(true, Ordering::Release);
                 let delivered = catch_unwind(AssertUnwindSafe(|| {
                     self.agent.on_message(message, &self.ctx)
                 }));
+                self.me.handling_message.store(false, Ordering::Release);
+                self.me.beat(&self.shared);
                 if let Err(payload) = delivered {
                     let reason = format!(
                         "agent panicked in on_message: {}",

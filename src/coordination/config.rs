@@ -48,8 +48,9 @@ impl HealthConfig {
         self
     }
 
-    /// How long an agent may run a task without a heartbeat before it is
-    /// taken for hung (default 30 s). A long task calls
+    /// How long an agent may run a task (or handle a message in
+    /// [`Agent::on_message`](crate::Agent::on_message)) without a heartbeat
+    /// before it is taken for hung (default 30 s). A long task calls
     /// [`AgentContext::heartbeat`](crate::AgentContext::heartbeat) to show
     /// progress; a task with its own timeout is governed by that timeout
     /// instead.

@@ -143,8 +143,9 @@ pub(crate) fn spawn_agent(
 ///
 /// Most of what the supervisor does follows a request (a deadline to watch,
 /// a scale-up, an agent thread ending, shutdown); the rest, the periodic
-/// health check, looks only at agents running a task. So its thread starts
-/// at the first request or the first task an agent starts, not in `build`:
+/// health check, looks only at agents running a task or handling a message.
+/// So its thread starts at the first request, or the first task or message
+/// an agent takes up, not in `build`:
 /// getting the agents running does not wait for a thread with nothing to do
 /// yet, and an orchestrator that is never given a task never starts it
 /// (its shutdown then runs in the caller's thread).

@@ -157,15 +157,22 @@ impl Distributor {
         }
     }
 
-    /// Busy agents silent for longer than their limit: the running task's
-    /// own timeout when it has one, else `hang_timeout`.
+    /// Busy agents (running a task or handling a message) silent for longer
+    /// than their limit: the running task's own timeout when it has one,
+    /// else `hang_timeout`.
     pub(crate) fn hung_agents(&self, now: u64, hang_timeout: Duration) -> Vec<Hung> {
         let mut hung = Vec::new();
         for agent in self.specs.iter().flat_map(|s| &s.agents) {
-            if agent.current.load(Ordering::Acquire) == 0 {
+            let running = agent.current.load(Ordering::Acquire) != 0;
+            if !running && !agent.handling_message.load(Ordering::Acquire) {
                 continue;
             }
-            let own = agent.current_timeout.load(Ordering::Relaxed);
+            // A message handler has no timeout of its own.
+            let own = if running {
+                agent.current_timeout.load(Ordering::Relaxed)
+            } else {
+                0
+            };
             let limit = if own > 0 {
                 Duration::from_nanos(own)
             } else {

@@ -41,13 +41,15 @@ pub enum Event {
         /// Their role.
         role: Role,
     },
-    /// A busy agent showed no sign of life for longer than its limit (the
-    /// hang timeout, or its task's own timeout): it was detached from the
-    /// pool; its thread is left to end on its own.
+    /// A busy agent (running a task, or in
+    /// [`Agent::on_message`](crate::Agent::on_message)) showed no sign of
+    /// life for longer than its limit (the hang timeout, or its task's own
+    /// timeout): it was detached from the pool; its thread is left to end
+    /// on its own.
     AgentHung {
         /// The agent.
         agent: AgentId,
-        /// The task it was running.
+        /// The task it was running; `None` when it hung handling a message.
         task: Option<TaskId>,
         /// How long it had been silent.
         silent_for: Duration,
