@@ -364,17 +364,18 @@ impl Supervisor {
             let now = self.shared.clock_at(Instant::now());
             for hung in distributor.hung_agents(now, self.health.hang_timeout) {
                 let agent = hung.agent;
-                let task = agent.current.load(Ordering::Acquire);
                 if !distributor.retire_for_replacement(&agent, &mut fx) {
                     continue;
                 }
                 agent.mark_error();
                 let reason = format!("{} hung: no heartbeat for {:?}", agent.id, hung.silent_for);
                 tracing::warn!(agent = %agent.id, silent_for = ?hung.silent_for, "agent hung");
-                distributor.recover_in_flight(&agent, &reason, &mut fx);
+                // Read once, after the retire: a task the agent finished
+                // meanwhile counts as done and is not named.
+                let task = distributor.recover_in_flight(&agent, &reason, &mut fx);
                 fx.events.push(Event::AgentHung {
                     agent: agent.id,
-                    task: (task != 0).then(|| TaskId::from(task)),
+                    task,
                     silent_for: hung.silent_for,
                 });
                 detached.push(agent);

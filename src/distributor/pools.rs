@@ -93,19 +93,24 @@ impl Distributor {
     }
 
     /// Settles the task a retired agent was running: run again when it may
-    /// (the attempt counts), failed with `reason` otherwise.
+    /// (the attempt counts), failed with `reason` otherwise. Returns that
+    /// task, `None` when it was running none (also when the one it was
+    /// running is settled already, timed out say: it is named, not touched).
     pub(crate) fn recover_in_flight(
         &mut self,
         agent: &AgentShared,
         reason: &str,
         fx: &mut Effects,
-    ) {
+    ) -> Option<crate::ids::TaskId> {
         let current = agent.current.load(Ordering::Acquire);
-        if current == 0 || !self.live.contains(current) {
-            return;
+        if current == 0 {
+            return None;
+        }
+        let id = crate::ids::TaskId::from(current);
+        if !self.live.contains(current) {
+            return Some(id);
         }
         agent.recovered.store(current, Ordering::Relaxed);
-        let id = crate::ids::TaskId::from(current);
         match agent.in_flight.lock().take() {
             Some(task) if task.id == id => {
                 self.totals.retried += 1;
@@ -130,6 +135,7 @@ impl Distributor {
             }
         }
         self.publish();
+        Some(id)
     }
 
     /// Hands queued tasks to idle agents: after agents come or go, work may
