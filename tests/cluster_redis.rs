@@ -20,7 +20,7 @@
 
 mod common;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::env;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -819,21 +819,7 @@ fn the_elected_leader_puts_a_dead_node_s_tasks_back_without_waiting_for_the_visi
     let mut dead = children.0.remove(0);
     dead.kill().unwrap();
     dead.wait().unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match leader
-            .events()
-            .recv_timeout(left)
-            .expect("no NodeDead event")
-        {
-            agentry::Event::NodeDead { node, requeued } if node == victim => {
-                assert_eq!(requeued, 4);
-                break;
-            }
-            _ => {}
-        }
-    }
+    assert_eq!(await_dead(&leader, &[victim.as_str()])[&victim], 4);
     let names: Vec<String> = leader
         .cluster_nodes()
         .unwrap()
@@ -1424,21 +1410,7 @@ fn the_leader_puts_back_every_task_of_a_dead_node_holding_more_than_100_000() {
         .arg("1 1")
         .query(&mut connection)
         .unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match leader
-            .events()
-            .recv_timeout(left)
-            .expect("no NodeDead event")
-        {
-            agentry::Event::NodeDead { node, requeued } if node == "ghost" => {
-                assert_eq!(requeued, held);
-                break;
-            }
-            _ => {}
-        }
-    }
+    assert_eq!(await_dead(&leader, &["ghost"])["ghost"], held);
     // Put back over many calls and pump passes, each entry once.
     let length: usize = redis::cmd("XLEN")
         .arg(stream)
@@ -1446,11 +1418,66 @@ fn the_leader_puts_back_every_task_of_a_dead_node_holding_more_than_100_000() {
         .unwrap();
     assert_eq!(length, held);
     assert!(ghost_consumers(&mut connection, stream).is_empty());
-    let dying: usize = redis::cmd("HLEN")
+    await_no_dying_record(&mut connection);
+    leader.shutdown().unwrap();
+}
+
+/// Waits until the leader has deleted every record of a node being
+/// declared dead (it does once it has reported the node).
+fn await_no_dying_record(connection: &mut redis::Connection) {
+    wait_until("the dying records are deleted", || {
+        let dying: usize = redis::cmd("HLEN")
+            .arg("agentry:nodes:dying")
+            .query(connection)
+            .unwrap();
+        dying == 0
+    });
+}
+
+/// Waits for a `NodeDead` event about each of `nodes`; returns how many
+/// tasks each held.
+fn await_dead(leader: &Orchestrator, nodes: &[&str]) -> HashMap<String, usize> {
+    let mut dead = HashMap::new();
+    let deadline = Instant::now() + PATIENCE;
+    while dead.len() < nodes.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = leader
+            .events()
+            .recv_timeout(left)
+            .expect("no NodeDead event");
+        if let agentry::Event::NodeDead { node, requeued } = event {
+            if nodes.contains(&node.as_str()) {
+                assert!(dead.insert(node, requeued).is_none(), "reported twice");
+            }
+        }
+    }
+    dead
+}
+
+#[test]
+fn a_finished_record_whose_report_was_lost_is_reported_and_a_garbled_one_is_finished() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let leader = node_builder(&url, "leader", 1, Duration::ZERO)
+        .election(election("leader"))
+        .build()
+        .unwrap();
+    wait_until("the node leads", || leader.is_leader());
+    let mut connection = raw(&url);
+    // "lost": all its tasks were put back, and the leader stopped before
+    // reporting it. "garbled": a record no leader wrote.
+    let _: () = redis::cmd("HSET")
         .arg("agentry:nodes:dying")
+        .arg("lost")
+        .arg("done 7")
+        .arg("garbled")
+        .arg("not a record")
         .query(&mut connection)
         .unwrap();
-    assert_eq!(dying, 0);
+    let dead = await_dead(&leader, &["lost", "garbled"]);
+    assert_eq!(dead["lost"], 7);
+    assert_eq!(dead["garbled"], 0);
+    await_no_dying_record(&mut connection);
     leader.shutdown().unwrap();
 }
 
@@ -1532,21 +1559,7 @@ fn a_dead_node_is_finished_from_its_record_and_keeps_what_it_read_after_the_decl
         .query(&mut connection)
         .unwrap();
 
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match leader
-            .events()
-            .recv_timeout(left)
-            .expect("no NodeDead event")
-        {
-            agentry::Event::NodeDead { node, requeued } if node == "ghost" => {
-                assert_eq!(requeued, 1);
-                break;
-            }
-            _ => {}
-        }
-    }
+    assert_eq!(await_dead(&leader, &["ghost"])["ghost"], 1);
     // The entry read before the declaration is back for any node (a new
     // entry counting the takeover); the one read after it is still the
     // node's, so its consumer stays.
@@ -1564,11 +1577,7 @@ fn a_dead_node_is_finished_from_its_record_and_keeps_what_it_read_after_the_decl
     assert_eq!(copy.get::<u64>("id"), Some(900_001));
     assert_eq!(copy.get::<u32>("takeovers"), Some(1));
     assert_eq!(ghost_consumers(&mut connection, stream), vec![1]);
-    let dying: usize = redis::cmd("HLEN")
-        .arg("agentry:nodes:dying")
-        .query(&mut connection)
-        .unwrap();
-    assert_eq!(dying, 0);
+    await_no_dying_record(&mut connection);
     leader.shutdown().unwrap();
 }
 

@@ -354,8 +354,10 @@ macro_rules! election_suite {
         #[test]
         fn only_one_candidate_acquires_even_within_one_process() {
             let venue = venue();
-            let a = venue.candidate(fast("a")).unwrap();
-            let b = venue.candidate(fast("b")).unwrap();
+            // Nothing here waits for a lease to end: one that a loaded
+            // machine cannot outlast between two steps.
+            let a = venue.candidate(timed("a", HEARTBEAT, PATIENCE)).unwrap();
+            let b = venue.candidate(timed("b", HEARTBEAT, PATIENCE)).unwrap();
             let first = a.try_acquire().unwrap().expect("free directory");
             assert!(a.try_acquire().unwrap().is_none(), "same candidate again");
             assert!(b.try_acquire().unwrap().is_none(), "another candidate");

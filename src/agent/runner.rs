@@ -290,7 +290,12 @@ impl Runner {
     }
 
     fn drain_mailbox(&mut self) -> Next {
-        while let Ok(message) = self.mailbox.try_recv() {
+        // An agent in error (a handler panicked, or hung and came back) is
+        // being replaced: it handles no more mail.
+        while self.me.state() != AgentState::Error {
+            let Ok(message) = self.mailbox.try_recv() else {
+                break;
+            };
             if let Next::Stop = self.handle(message) {
                 return Next::Stop;
             }

@@ -93,9 +93,9 @@ impl Distributor {
     }
 
     /// Settles the task a retired agent was running: run again when it may
-    /// (the attempt counts), failed with `reason` otherwise. Returns that
-    /// task, `None` when it was running none (also when the one it was
-    /// running is settled already, timed out say: it is named, not touched).
+    /// (the attempt counts), failed with `reason` otherwise. Returns the
+    /// task it was running (one settled already, timed out say, is named
+    /// but not touched), `None` when it was running none.
     pub(crate) fn recover_in_flight(
         &mut self,
         agent: &AgentShared,

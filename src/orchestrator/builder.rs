@@ -182,7 +182,9 @@ impl OrchestratorBuilder {
     /// visibility timeout (`visibility_timeout`) plus one Redis command
     /// timeout (by the leader's timeouts or the node's, whichever is
     /// longer), putting that node's
-    /// tasks back for the others at once ([`Event::NodeDead`](crate::Event::NodeDead)).
+    /// tasks back for the others at once (a thousand per heartbeat pass at
+    /// least, for a node holding more; [`Event::NodeDead`](crate::Event::NodeDead)
+    /// once all are back).
     pub fn election(mut self, config: ElectionConfig) -> Self {
         self.election = Some(config);
         self

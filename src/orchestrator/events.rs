@@ -106,12 +106,15 @@ pub enum Event {
     /// [election](crate::OrchestratorBuilder::election)) declared another
     /// node dead: its heartbeat was a quarter of the visibility timeout plus
     /// one Redis command timeout old (by the leader's timeouts or the node's,
-    /// whichever is longer). Sent once every task it held is back in the
-    /// queue for any node (their next attempt counted) and its consumers and
-    /// its entry in the cluster's node list are deleted: at once for a node
-    /// holding up to a thousand tasks, over the leader's next heartbeats for
-    /// more. Only the leader sends it (the next leader, if the leader
-    /// changed while the tasks were being put back).
+    /// whichever is longer). Sent once every task it held at the
+    /// declaration is back in the queue for any node (their next attempt
+    /// counted), and its entry in the cluster's node list and its consumers
+    /// holding nothing are deleted: at once for a node holding up to a
+    /// thousand tasks, over the leader's next heartbeats for more. A node
+    /// only frozen keeps the tasks it reads after the declaration. Only the
+    /// leader sends it (the next leader, if the leader changed meanwhile);
+    /// a leader that stops just as it sends it may leave it to the next
+    /// leader to send again.
     NodeDead {
         /// The node's name.
         node: String,

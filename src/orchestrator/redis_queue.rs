@@ -23,7 +23,7 @@
 //! | `ns:results:order` | sorted set of result ids scored by when they were stored, to evict the oldest past the retention |
 //! | `ns:results:seq` | the counter that orders stored results (`INCR`) |
 //! | `ns:nodes` | hash: node name → its last heartbeat (ms since the Unix epoch, on the Redis server's clock), agent count and the heartbeat age (ms) after which it may be declared dead |
-//! | `ns:nodes:dying` | hash: node declared dead → when (server ms) and how many of its tasks are back so far, until all are |
+//! | `ns:nodes:dying` | hash: node declared dead → when (server ms) and how many of its tasks are back so far; `done <count>` once all are, until the leader has reported it |
 //!
 //! # Protocol
 //!
@@ -84,10 +84,12 @@
 //!   holds the server for long), each of its pending entries in every lane
 //!   gets a copy at the end of its stream (its `takeovers` field counting
 //!   the attempt) and the old one is acknowledged and deleted; the call
-//!   that finds none left deletes the node's consumers and its dying
-//!   record, and the leader emits [`Event::NodeDead`]. A node holding more
-//!   than a pump pass can move is continued at the leader's next
-//!   heartbeat, or by the next leader. Only entries idle since the
+//!   that finds none left deletes the node's consumers that hold nothing
+//!   and marks the record done, and the leader emits [`Event::NodeDead`],
+//!   then deletes the record (a reply lost on the way is answered again by
+//!   the next call). A node holding more than a quarter of a heartbeat
+//!   interval can move is continued at the leader's next heartbeat, or by
+//!   the next leader. Only entries idle since the
 //!   declaration move: a node declared dead while only frozen finds the
 //!   entries already moved gone when it resumes, as after a takeover,
 //!   keeps those it reads or refreshes from then on, and its next
@@ -354,7 +356,9 @@ return 0
 /// entries. Only entries idle since the declaration move: one the node
 /// read or refreshed after it (it was only frozen, and runs again) stays
 /// its own. The call that finds nothing left to move deletes the node's
-/// consumers that hold nothing and the dying record.
+/// consumers that hold nothing and marks the record `done moved`: the
+/// leader deletes it once it has emitted the event, so a reply lost on the
+/// way loses no event (the next call answers `done` again).
 ///
 /// Returns `{moved, done}`: the entries put back so far and 1 once all
 /// are, or `{-1, 0}` if the node is neither dead nor dying. KEYS: nodes,
@@ -366,8 +370,11 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local declared, moved
 local dying = redis.call('HGET', KEYS[4], ARGV[1])
 if dying then
+  local finished = string.match(dying, '^done (%d+)$')
+  if finished then return {tonumber(finished), 1} end
   local at, count = string.match(dying, '^(%d+) (%d+)$')
-  declared, moved = tonumber(at), tonumber(count)
+  -- A record not of this form is taken as a declaration made now.
+  declared, moved = tonumber(at) or now, tonumber(count) or 0
 else
   local beat = redis.call('HGET', KEYS[1], ARGV[1])
   if not beat then return {-1, 0} end
@@ -410,7 +417,7 @@ for i = 5, #KEYS do
   end
 end
 if left == 0 then
-  redis.call('HSET', KEYS[4], ARGV[1], string.format('%d %d', declared, moved))
+  redis.call('HSET', KEYS[4], ARGV[1], string.format('%.0f %.0f', declared, moved))
   return {moved, 0}
 end
 -- Every stream gave less than asked: nothing idle is left. DELCONSUMER
@@ -421,7 +428,7 @@ for i = 5, #KEYS do
     redis.pcall('XGROUP', 'DELCONSUMER', KEYS[i], ARGV[3], ARGV[1])
   end
 end
-redis.call('HDEL', KEYS[4], ARGV[1])
+redis.call('HSET', KEYS[4], ARGV[1], string.format('done %.0f', moved))
 return {moved, 1}
 ";
 
@@ -1482,17 +1489,21 @@ impl RedisQueue {
     /// is [`dead_after`] old and puts its tasks back for any node, calling
     /// `on_dead` with the node and how many tasks it held once all are back.
     /// A node holding many tasks takes several calls of the script
-    /// ([`REAP_CHUNK`] entries each); after about a heartbeat interval the
-    /// rest is left to the next heartbeat, so the pump keeps feeding its
-    /// agents.
+    /// ([`REAP_CHUNK`] entries each): after a quarter of a heartbeat
+    /// interval, or once `stopped`, the rest is left to the next heartbeat,
+    /// so the pump goes on feeding its agents meanwhile.
     ///
     /// # Errors
     ///
     /// [`Error::Backend`] if Redis cannot be reached. The nodes reported
     /// before the error stay reported; one interrupted is continued by the
     /// next call, from its record in Redis.
-    fn reap_dead(&self, mut on_dead: impl FnMut(String, usize)) -> Result<()> {
-        let until = crate::clock::deadline_after(heartbeat_interval(self.visibility));
+    fn reap_dead(
+        &self,
+        stopped: &dyn Fn() -> bool,
+        mut on_dead: impl FnMut(String, usize),
+    ) -> Result<()> {
+        let until = crate::clock::deadline_after(heartbeat_interval(self.visibility) / 4);
         let now = self.server_now()?;
         let threshold = self.dead_after();
         let mut doomed: Vec<String> =
@@ -1503,14 +1514,15 @@ impl RedisQueue {
         doomed.extend(
             self.beats()?
                 .into_iter()
-                .filter(|(name, at, _, own)| {
-                    *name != self.node
-                        && now
-                            .duration_since(*at)
-                            .is_ok_and(|age| age >= threshold.max(*own))
+                .filter(|(_, at, _, own)| {
+                    now.duration_since(*at)
+                        .is_ok_and(|age| age >= threshold.max(*own))
                 })
                 .map(|(name, ..)| name),
         );
+        // This node, declared dead while frozen by a leader before it, is
+        // alive: whoever leads after it finishes that record.
+        doomed.retain(|name| *name != self.node);
         doomed.sort_unstable();
         doomed.dedup();
         if doomed.is_empty() {
@@ -1527,6 +1539,9 @@ impl RedisQueue {
             .collect();
         for node in doomed {
             loop {
+                if stopped() {
+                    return Ok(());
+                }
                 let (moved, done): (i64, i64) =
                     self.pool
                         .run(Retry::Never, &|| format!("declare node {node} dead"), |c| {
@@ -1550,7 +1565,16 @@ impl RedisQueue {
                 };
                 if done == 1 {
                     tracing::warn!(%node, requeued = moved, "a node stopped writing its heartbeat: declared dead, its tasks put back");
-                    on_dead(node, moved);
+                    on_dead(node.clone(), moved);
+                    // Deleted once reported: a call whose reply was lost
+                    // finds the record and reports it at the next try.
+                    self.pool
+                        .run(Retry::Once, &|| format!("forget dead node {node}"), |c| {
+                            ::redis::cmd("HDEL")
+                                .arg(&self.dying)
+                                .arg(&node)
+                                .query::<()>(c)
+                        })?;
                     break;
                 }
                 if Instant::now() >= until {
@@ -1763,7 +1787,7 @@ pub(crate) fn spawn_pump(
                     }
                     let leading = shared.election.as_ref().is_some_and(|e| e.is_leader());
                     if leading {
-                        let reaped = queue.reap_dead(|node, requeued| {
+                        let reaped = queue.reap_dead(&stopped, |node, requeued| {
                             shared.emit(Event::NodeDead { node, requeued });
                         });
                         if let Err(error) = reaped {
