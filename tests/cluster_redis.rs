@@ -1356,19 +1356,20 @@ fn a_task_entry_that_does_not_decode_fails_its_task_and_its_dependents() {
     a.shutdown().unwrap();
 }
 
-#[test]
-fn the_leader_puts_back_every_task_of_a_dead_node_holding_more_than_100_000() {
-    let server = RedisServer::start();
+/// The normal-priority stream of lane `ghost`, which no node serves.
+const GHOST_STREAM: &str = "agentry:tasks:ghost:2";
+
+/// An elected leader node, and a connection to its server on which lane
+/// `ghost` (no node serves it, so only the leader's reaping moves its
+/// entries) and its consumer group exist.
+fn leader_beside_a_ghost_lane(server: &RedisServer) -> (Orchestrator, redis::Connection) {
     let url = server.url();
     let leader = node_builder(&url, "leader", 1, Duration::ZERO)
         .election(election("leader"))
         .build()
         .unwrap();
     wait_until("the node leads", || leader.is_leader());
-    // A lane no node serves, whose 100,001 entries a silent node holds.
     let mut connection = raw(&url);
-    let stream = "agentry:tasks:ghost:2";
-    let held = 100_001;
     let _: () = redis::cmd("HSET")
         .arg("agentry:tasks:lanes")
         .arg("ghost")
@@ -1377,12 +1378,22 @@ fn the_leader_puts_back_every_task_of_a_dead_node_holding_more_than_100_000() {
         .unwrap();
     let _: () = redis::cmd("XGROUP")
         .arg("CREATE")
-        .arg(stream)
+        .arg(GHOST_STREAM)
         .arg("agentry")
         .arg("0")
         .arg("MKSTREAM")
         .query(&mut connection)
         .unwrap();
+    (leader, connection)
+}
+
+#[test]
+fn the_leader_puts_back_every_task_of_a_dead_node_holding_more_than_100_000() {
+    let server = RedisServer::start();
+    let (leader, mut connection) = leader_beside_a_ghost_lane(&server);
+    // 100,001 entries of the lane a silent node holds.
+    let stream = GHOST_STREAM;
+    let held = 100_001;
     let mut pipe = redis::pipe();
     for _ in 0..held {
         pipe.cmd("XADD")
@@ -1457,13 +1468,7 @@ fn await_dead(leader: &Orchestrator, nodes: &[&str]) -> HashMap<String, usize> {
 #[test]
 fn a_finished_record_whose_report_was_lost_is_reported_and_a_garbled_one_is_finished() {
     let server = RedisServer::start();
-    let url = server.url();
-    let leader = node_builder(&url, "leader", 1, Duration::ZERO)
-        .election(election("leader"))
-        .build()
-        .unwrap();
-    wait_until("the node leads", || leader.is_leader());
-    let mut connection = raw(&url);
+    let (leader, mut connection) = leader_beside_a_ghost_lane(&server);
     // "lost": all its tasks were put back, and the leader stopped before
     // reporting it. "garbled": a record no leader wrote.
     let _: () = redis::cmd("HSET")
@@ -1501,28 +1506,8 @@ fn ghost_consumers(connection: &mut redis::Connection, stream: &str) -> Vec<usiz
 #[test]
 fn a_dead_node_is_finished_from_its_record_and_keeps_what_it_read_after_the_declaration() {
     let server = RedisServer::start();
-    let url = server.url();
-    let leader = node_builder(&url, "leader", 1, Duration::ZERO)
-        .election(election("leader"))
-        .build()
-        .unwrap();
-    wait_until("the node leads", || leader.is_leader());
-    let mut connection = raw(&url);
-    let stream = "agentry:tasks:ghost:2";
-    let _: () = redis::cmd("HSET")
-        .arg("agentry:tasks:lanes")
-        .arg("ghost")
-        .arg("not a lane any node serves")
-        .query(&mut connection)
-        .unwrap();
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(stream)
-        .arg("agentry")
-        .arg("0")
-        .arg("MKSTREAM")
-        .query(&mut connection)
-        .unwrap();
+    let (leader, mut connection) = leader_beside_a_ghost_lane(&server);
+    let stream = GHOST_STREAM;
     let read_one = |connection: &mut redis::Connection, id: u64| -> String {
         let entry: String = redis::cmd("XADD")
             .arg(stream)
