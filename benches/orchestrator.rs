@@ -3,7 +3,9 @@
 //! tasks on 5, 10 and 20 agents (against a bare worker pool of as many
 //! threads), assignment latency from submit to `execute` starting on an idle
 //! agent (against a bare thread blocked on `recv`), with 1, 10 and 1,000
-//! agents, and the time to spawn 10 agents until all are running (against
+//! agents (with 10 and 1,000 also against bare threads given work in turn,
+//! each on a channel of its own, as agentry rotates work among equally
+//! loaded idle agents), and the time to spawn 10 agents until all are running (against
 //! `std::thread::spawn`).
 //!
 //! The assignment benchmarks also print p50 and p99 of every latency sample
@@ -14,6 +16,7 @@
 //! one-agent assignment latency also go to
 //! `target/agentry-bench/orchestrator.json` for the targets report.
 
+use std::cell::Cell;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -340,6 +343,66 @@ impl Drop for BareWaiters {
     }
 }
 
+/// `threads` bare threads, each blocked on a channel of its own, given
+/// work in turn as agentry rotates it among equally loaded idle agents: each
+/// assignment wakes the thread idle longest, as an agentry assignment does.
+struct BareRoundRobin {
+    inboxes: Vec<Sender<()>>,
+    next: Cell<usize>,
+    started: Receiver<Instant>,
+    done: Receiver<()>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl BareRoundRobin {
+    fn new(threads: usize) -> BareRoundRobin {
+        let (started_tx, started) = bounded::<Instant>(1);
+        let (done_tx, done) = bounded::<()>(1);
+        let (inboxes, threads) = (0..threads)
+            .map(|_| {
+                let (inbox_tx, inbox) = bounded::<()>(POOL_CAPACITY);
+                let (started_tx, done_tx) = (started_tx.clone(), done_tx.clone());
+                let thread = thread::spawn(move || {
+                    while inbox.recv().is_ok() {
+                        if started_tx.send(Instant::now()).is_err() || done_tx.send(()).is_err() {
+                            break;
+                        }
+                    }
+                });
+                (inbox_tx, thread)
+            })
+            .unzip();
+        BareRoundRobin {
+            inboxes,
+            next: Cell::new(0),
+            started,
+            done,
+            threads,
+        }
+    }
+
+    /// One assignment to the next thread in turn; waits until it is idle
+    /// again, as `agentry_assignment` waits for the result.
+    fn assignment(&self) -> Duration {
+        let turn = self.next.get();
+        self.next.set((turn + 1) % self.inboxes.len());
+        let submitted = Instant::now();
+        self.inboxes[turn].send(()).unwrap();
+        let start = self.started.recv_timeout(WAIT).unwrap();
+        self.done.recv_timeout(WAIT).unwrap();
+        start.saturating_duration_since(submitted)
+    }
+}
+
+impl Drop for BareRoundRobin {
+    fn drop(&mut self) {
+        self.inboxes.clear();
+        for thread in self.threads.drain(..) {
+            thread.join().unwrap();
+        }
+    }
+}
+
 /// Runs `once` `iters` times and sums what it returns, keeping each sample.
 fn summed(iters: u64, samples: &mut Samples, mut once: impl FnMut() -> Duration) -> Duration {
     let keep = samples.keep_now();
@@ -407,6 +470,14 @@ fn assignment_latency(c: &mut Criterion) {
         });
         let bare_parked = parked_samples(|| waiters.assignment());
         drop(waiters);
+        let mut round_robin_samples = Samples::default();
+        let round_robin = BareRoundRobin::new(agents);
+        group.bench_function(BenchmarkId::new("bare_round_robin", agents), |b| {
+            b.iter_custom(|iters| {
+                summed(iters, &mut round_robin_samples, || round_robin.assignment())
+            })
+        });
+        drop(round_robin);
         let mut agentry_samples = Samples::default();
         let (orchestrator, started) = probed_orchestrator(agents);
         group.bench_function(BenchmarkId::new("agentry", agents), |b| {
@@ -418,11 +489,18 @@ fn assignment_latency(c: &mut Criterion) {
         });
         let parked = parked_samples(|| agentry_assignment(&orchestrator, &started));
         orchestrator.shutdown().unwrap();
-        printed.push((agents, bare_samples, bare_parked, agentry_samples, parked));
+        printed.push((
+            agents,
+            bare_samples,
+            bare_parked,
+            round_robin_samples,
+            agentry_samples,
+            parked,
+        ));
     }
     group.finish();
     eprintln!("\nassignment latency by pool size, back to back (warm-up excluded):");
-    for (agents, mut bare, mut bare_parked, mut agentry, mut parked) in printed {
+    for (agents, mut bare, mut bare_parked, mut round_robin, mut agentry, mut parked) in printed {
         report(
             &format!("bare_crossbeam ({agents} threads)"),
             &mut bare.kept,
@@ -430,6 +508,10 @@ fn assignment_latency(c: &mut Criterion) {
         report(
             &format!("bare_crossbeam ({agents} threads), parked"),
             &mut bare_parked,
+        );
+        report(
+            &format!("bare_round_robin ({agents} threads)"),
+            &mut round_robin.kept,
         );
         report(&format!("agentry ({agents} agents)"), &mut agentry.kept);
         report(&format!("agentry ({agents} agents), parked"), &mut parked);

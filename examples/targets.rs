@@ -349,9 +349,16 @@ const TARGETS: &[Target] = &[
             let group = "orchestrator/assignment_latency_agents";
             let many = f.mean("orchestrator", &format!("{group}/agentry/1000"))?;
             let few = f.mean("orchestrator", &format!("{group}/agentry/10"))?;
+            // Bare threads given work in turn wake as cold a thread each time.
+            let bare_many = f.mean("orchestrator", &format!("{group}/bare_round_robin/1000"))?;
+            let bare_few = f.mean("orchestrator", &format!("{group}/bare_round_robin/10"))?;
             Ok(versus(
                 time(many),
-                format!("10 agents: {}", time(few)),
+                format!(
+                    "10 agents: {}; bare round robin {:.2}x",
+                    time(few),
+                    bare_many / bare_few
+                ),
                 many / few,
                 2.0,
             ))

@@ -103,6 +103,20 @@ fn fake_target(spawn_ns: f64) -> tempfile::TempDir {
     let latency = "orchestrator/assignment_latency_agents";
     criterion_result(&c, &format!("{latency}/agentry/10"), 25e3, 25e3, None);
     criterion_result(&c, &format!("{latency}/agentry/1000"), 30e3, 30e3, None);
+    criterion_result(
+        &c,
+        &format!("{latency}/bare_round_robin/10"),
+        9e3,
+        9e3,
+        None,
+    );
+    criterion_result(
+        &c,
+        &format!("{latency}/bare_round_robin/1000"),
+        30e3,
+        30e3,
+        None,
+    );
     let autoscale = "coordination/autoscale_response";
     criterion_result(&c, &format!("{autoscale}/agentry"), 300e3, 300e3, None);
     criterion_result(
