@@ -7,7 +7,9 @@
 //! and never later than [`REPORT_WITHIN`] after the first of them finished.
 //! Idle, it blocks on its mailbox: a `TaskAssignment` message wakes it, and
 //! so do direct, broadcast and topic messages, handed to
-//! [`Agent::on_message`].
+//! [`Agent::on_message`]. While tasks come to idle agents back to back, the
+//! one next in line is woken as its predecessor is handed a task, and polls
+//! for its own: it starts without a cold wake-up.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -44,6 +46,9 @@ struct Runner {
     first_unreported: Option<Instant>,
     /// Whether a task ran since the agent was last idle.
     worked: bool,
+    /// Whether the agent, last it went idle, was first in its pool's idle
+    /// list: the next task for its pool would come to it.
+    next_in_line: bool,
     fx: Effects,
 }
 
@@ -81,6 +86,7 @@ pub(crate) fn run(
         reporting: Vec::new(),
         first_unreported: None,
         worked: false,
+        next_in_line: false,
         fx: Effects::default(),
     };
     runner.me.beat(&runner.shared);
@@ -128,8 +134,14 @@ impl Runner {
                     if self.me.stop.load(Ordering::Relaxed) {
                         return Exit::Stopped;
                     }
-                    if !self.report_and_take_work() {
-                        if let Next::Stop = self.idle() {
+                    if self.woken_next_in_line() {
+                        if let Next::Stop = self.idle(true) {
+                            return Exit::Stopped;
+                        }
+                    } else if !self.report_and_take_work() {
+                        // Only the agent the next task goes to polls for it.
+                        let poll = std::mem::take(&mut self.worked) && self.next_in_line;
+                        if let Next::Stop = self.idle(poll) {
                             return Exit::Stopped;
                         }
                     }
@@ -234,24 +246,38 @@ impl Runner {
             let shared = Arc::clone(&self.shared);
             let mut distributor = shared.distributor.lock();
             self.hand_in(&mut distributor);
-            distributor.next_batch(&self.me, &mut self.fx)
+            let got_work = distributor.next_batch(&self.me, &mut self.fx);
+            self.next_in_line = !got_work && distributor.is_next_in_line(&self.me);
+            got_work
         };
         self.shared.apply(&mut self.fx);
         got_work
     }
 
-    /// Waits for mail while idle.
-    fn idle(&mut self) -> Next {
-        // Waking a parked thread costs more than most tasks do: after work,
-        // stay awake a moment (as long as that has lately paid off), so work
-        // that follows at once starts at once. An agent that has not worked
-        // yet (just spawned) does not spin: it would only take the processor
-        // from the threads still starting. Only one agent spins at a time:
-        // when a whole pool runs out of work at once, the others would only
-        // take the processors from the threads that have work (the
-        // submitter, the result readers); they sleep at once.
+    /// Whether the agent was woken with no work, as the one next in line
+    /// (see [`Shared::apply`]): still in the idle list and with nothing to
+    /// report, it polls for the task on its way without the lock. Should
+    /// the task come just after this look, its wake-up message follows.
+    fn woken_next_in_line(&self) -> bool {
+        self.me.idle_listed.load(Ordering::Relaxed)
+            && self.fx.events.is_empty()
+            && self.me.batch.lock().finished.is_empty()
+    }
+
+    /// Waits for mail while idle; with `poll`, polls the mailbox a moment
+    /// first.
+    fn idle(&mut self, poll: bool) -> Next {
+        // Waking a parked thread costs more than most tasks do: the agent
+        // the next task goes to (first in its pool's idle list, after work or
+        // woken for it) stays awake a moment (as long as that has lately
+        // paid off), so work that follows at once starts at once. The others
+        // sleep at once: work rotates among idle agents, so none would come
+        // to them first, and they would only take the processors from the
+        // threads that have work. An agent that has not worked yet (just
+        // spawned) does not poll either: it would only take the processor
+        // from the threads still starting. Only one agent polls at a time.
         let mut unanswered_poll = None;
-        if std::mem::take(&mut self.worked) && self.shared.try_start_spinning() {
+        if poll && self.shared.try_start_spinning() {
             let polled = Instant::now();
             if !self
                 .shared

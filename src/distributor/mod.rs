@@ -154,6 +154,9 @@ pub(crate) struct Finished {
 #[derive(Default)]
 pub(crate) struct Effects {
     pub(crate) wake: Vec<Arc<AgentShared>>,
+    /// The idle agent next in line after the last one handed work: woken
+    /// to poll, so that the next task finds it awake.
+    pub(crate) next_in_line: Option<Arc<AgentShared>>,
     pub(crate) events: Vec<Event>,
     pub(crate) scale_up: Vec<usize>,
 }
@@ -516,7 +519,17 @@ impl Distributor {
             self.batched[priority.rank()] += 1;
         }
         drop(batch);
+        fx.next_in_line = self.specs[agent.spec].idle.front().cloned();
         fx.wake.push(agent);
+    }
+
+    /// Whether `agent` is the first of its pool's idle list: the one the
+    /// next task for its pool goes to.
+    pub(crate) fn is_next_in_line(&self, agent: &Arc<AgentShared>) -> bool {
+        self.specs[agent.spec]
+            .idle
+            .front()
+            .is_some_and(|first| Arc::ptr_eq(first, agent))
     }
 
     /// The least loaded idle agent that can serve `lane`; ties go to the one

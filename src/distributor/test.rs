@@ -352,3 +352,30 @@ fn a_failed_agent_s_place_is_kept_for_its_replacement_not_filled_by_scaling() {
     d.autoscale(Instant::now(), &mut fx);
     assert_eq!(fx.scale_up, [0]);
 }
+
+#[test]
+fn a_task_handed_to_an_idle_agent_names_the_one_next_in_line() {
+    let (mut d, agents) = idle_agents(3);
+    assert!(d.is_next_in_line(&agents[0]));
+    let mut fx = Effects::default();
+    let mut ids = Vec::new();
+    d.submit(vec![Task::new("t")], &mut ids, &mut fx, |_| {})
+        .unwrap();
+    // The first agent took it; the second is the one the next task goes to.
+    assert!(Arc::ptr_eq(&fx.wake[0], &agents[0]));
+    let next = fx.next_in_line.take().expect("an agent is next in line");
+    assert!(Arc::ptr_eq(&next, &agents[1]));
+    assert!(d.is_next_in_line(&agents[1]));
+    assert!(!d.is_next_in_line(&agents[2]));
+    // Two tasks for the last two idle agents leave nobody in line.
+    let mut fx = Effects::default();
+    d.submit(
+        vec![Task::new("t"), Task::new("t")],
+        &mut ids,
+        &mut fx,
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(fx.wake.len(), 2);
+    assert!(fx.next_in_line.is_none());
+}
