@@ -49,6 +49,9 @@ struct Runner {
     /// Whether the agent, last it went idle, was first in its pool's idle
     /// list: the next task for its pool would come to it.
     next_in_line: bool,
+    /// Whether the last message was a wake-up for work (a task handed over,
+    /// or the next one on its way).
+    woken_for_work: bool,
     fx: Effects,
 }
 
@@ -87,6 +90,7 @@ pub(crate) fn run(
         first_unreported: None,
         worked: false,
         next_in_line: false,
+        woken_for_work: false,
         fx: Effects::default(),
     };
     runner.me.beat(&runner.shared);
@@ -114,6 +118,7 @@ impl Runner {
             match next {
                 Some(task) => {
                     self.worked = true;
+                    self.woken_for_work = false;
                     let (finished, ended) = self.execute(task);
                     let (gathered, more) = {
                         let mut batch = self.me.batch.lock();
@@ -134,8 +139,10 @@ impl Runner {
                     if self.me.stop.load(Ordering::Relaxed) {
                         return Exit::Stopped;
                     }
-                    if self.woken_next_in_line() {
-                        if let Next::Stop = self.idle(true) {
+                    if self.still_idle_listed() {
+                        // Woken for work, it is next in line: poll for it.
+                        let poll = std::mem::take(&mut self.woken_for_work);
+                        if let Next::Stop = self.idle(poll) {
                             return Exit::Stopped;
                         }
                     } else if !self.report_and_take_work() {
@@ -254,11 +261,11 @@ impl Runner {
         got_work
     }
 
-    /// Whether the agent was woken with no work, as the one next in line
-    /// (see [`Shared::apply`]): still in the idle list and with nothing to
-    /// report, it polls for the task on its way without the lock. Should
-    /// the task come just after this look, its wake-up message follows.
-    fn woken_next_in_line(&self) -> bool {
+    /// Whether the agent, woken with no work (a message, or as the one next
+    /// in line: see [`Shared::apply`]), is still in the idle list with
+    /// nothing to report: then it waits again without the lock. Should a
+    /// task come just after this look, its wake-up message follows.
+    fn still_idle_listed(&self) -> bool {
         self.me.idle_listed.load(Ordering::Relaxed)
             && self.fx.events.is_empty()
             && self.me.batch.lock().finished.is_empty()
@@ -330,6 +337,7 @@ impl Runner {
     }
 
     fn handle(&mut self, message: Message) -> Next {
+        self.woken_for_work = message.kind() == MessageKind::TaskAssignment;
         match message.kind() {
             MessageKind::TaskAssignment => Next::Work,
             MessageKind::Control if message.body::<Control>().ok() == Some(Control::Stop) => {

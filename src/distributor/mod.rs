@@ -154,8 +154,9 @@ pub(crate) struct Finished {
 #[derive(Default)]
 pub(crate) struct Effects {
     pub(crate) wake: Vec<Arc<AgentShared>>,
-    /// The idle agent next in line after the last one handed work: woken
-    /// to poll, so that the next task finds it awake.
+    /// An idle agent first in its pool's line after an agent of that pool
+    /// was handed work: woken to poll (while tasks come back to back, see
+    /// `Shared::apply`), so that the next task finds it awake.
     pub(crate) next_in_line: Option<Arc<AgentShared>>,
     pub(crate) events: Vec<Event>,
     pub(crate) scale_up: Vec<usize>,
@@ -519,7 +520,10 @@ impl Distributor {
             self.batched[priority.rank()] += 1;
         }
         drop(batch);
-        fx.next_in_line = self.specs[agent.spec].idle.front().cloned();
+        // Several hand-outs in one round: any pool's next agent will do.
+        if let Some(next) = self.specs[agent.spec].idle.front() {
+            fx.next_in_line = Some(Arc::clone(next));
+        }
         fx.wake.push(agent);
     }
 
@@ -579,6 +583,9 @@ impl Distributor {
                 self.requeue_front(tasks, fx);
             }
         }
+        // A task taken back may be one an idle agent of another pool can
+        // start now (the urgent task that caused this could not use it).
+        self.hand_out_queued(fx);
     }
 
     /// Puts tasks taken back from a batch at the front of their queues, in

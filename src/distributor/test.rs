@@ -367,7 +367,8 @@ fn a_task_handed_to_an_idle_agent_names_the_one_next_in_line() {
     assert!(Arc::ptr_eq(&next, &agents[1]));
     assert!(d.is_next_in_line(&agents[1]));
     assert!(!d.is_next_in_line(&agents[2]));
-    // Two tasks for the last two idle agents leave nobody in line.
+    // Two tasks for the last two idle agents leave no idle agent in line
+    // (the one named, if any, is one just handed work: not woken again).
     let mut fx = Effects::default();
     d.submit(
         vec![Task::new("t"), Task::new("t")],
@@ -377,5 +378,44 @@ fn a_task_handed_to_an_idle_agent_names_the_one_next_in_line() {
     )
     .unwrap();
     assert_eq!(fx.wake.len(), 2);
-    assert!(fx.next_in_line.is_none());
+    assert!(
+        fx.next_in_line
+            .is_none_or(|a| !a.idle_listed.load(Ordering::Relaxed))
+    );
+}
+
+#[test]
+fn tasks_taken_back_for_an_urgent_one_go_to_an_idle_agent_of_another_pool() {
+    // Pool 0 serves lanes "a" and "b"; pool 1 only "b".
+    let mut d = with_specs(vec![
+        SpecPool::new(Role::Researcher, vec!["a".into(), "b".into()], 1),
+        SpecPool::new(Role::Researcher, vec!["b".into()], 1),
+    ]);
+    let both = Arc::new(AgentShared::new(AgentId::from(1), Role::Researcher, 0));
+    let only_b = Arc::new(AgentShared::new(AgentId::from(2), Role::Researcher, 1));
+    d.add_agent(Arc::clone(&both), false);
+    d.add_agent(Arc::clone(&only_b), false);
+    both.idle_listed.store(true, Ordering::Relaxed);
+    d.specs[0].idle.push_back(Arc::clone(&both));
+    // A low "b" task handed to the agent of pool 0, not started yet.
+    let low = submit(
+        &mut d,
+        Task::new("low").requires("b").with_priority(Priority::Low),
+    );
+    assert_eq!(both.batch.lock().tasks.len(), 1);
+    // Pool 1's agent goes idle; then an urgent "a" task finds no idle agent
+    // that can run it, and takes the low task back to the queue.
+    only_b.idle_listed.store(true, Ordering::Relaxed);
+    d.specs[1].idle.push_back(Arc::clone(&only_b));
+    submit(
+        &mut d,
+        Task::new("urgent")
+            .requires("a")
+            .with_priority(Priority::High),
+    );
+    assert!(both.batch.lock().tasks.is_empty());
+    let handed: Vec<TaskId> = only_b.batch.lock().tasks.iter().map(|t| t.id).collect();
+    assert_eq!(handed, [low], "the idle agent that can run it has it");
+    // The urgent task waits for an agent; the low one waits to start.
+    assert_eq!(d.queued(), [0, 1, 0, 1]);
 }
