@@ -77,18 +77,25 @@ impl agentry::Agent for Listener {
     }
 }
 
+/// An orchestrator of `agents` listeners, all running; the receiver hears
+/// each message one of them handles.
+fn listeners(agents: usize) -> (Orchestrator, crossbeam_channel::Receiver<()>) {
+    let (heard_tx, heard) = crossbeam_channel::unbounded();
+    let orchestrator = Orchestrator::builder()
+        .agents(Role::Extractor, agents, move || Listener {
+            heard: heard_tx.clone(),
+        })
+        .min_agents(agents)
+        .build()
+        .unwrap();
+    await_spawned(&orchestrator, agents);
+    (orchestrator, heard)
+}
+
 #[test]
 fn an_orchestrator_never_given_work_runs_only_its_agents_and_shuts_down() {
     let _turn = ONE_AT_A_TIME.lock();
-    let (heard_tx, _heard) = crossbeam_channel::unbounded();
-    let orchestrator = Orchestrator::builder()
-        .agents(Role::Extractor, 4, move || Listener {
-            heard: heard_tx.clone(),
-        })
-        .min_agents(4)
-        .build()
-        .unwrap();
-    await_spawned(&orchestrator, 4);
+    let (orchestrator, _) = listeners(4);
     assert_eq!(count(AGENT), 4, "{:?}", thread_names());
     assert_eq!(count(SUPERVISOR), 0, "{:?}", thread_names());
 
@@ -100,14 +107,7 @@ fn an_orchestrator_never_given_work_runs_only_its_agents_and_shuts_down() {
 #[test]
 fn the_first_message_an_agent_handles_starts_the_supervisor() {
     let _turn = ONE_AT_A_TIME.lock();
-    let (heard_tx, heard) = crossbeam_channel::unbounded();
-    let orchestrator = Orchestrator::builder()
-        .agents(Role::Extractor, 2, move || Listener {
-            heard: heard_tx.clone(),
-        })
-        .build()
-        .unwrap();
-    await_spawned(&orchestrator, 2);
+    let (orchestrator, heard) = listeners(2);
     assert_eq!(count(SUPERVISOR), 0, "{:?}", thread_names());
     // A handler that never returned would strand the tasks handed to its
     // agent: from the first message on, the health check watches.

@@ -6,8 +6,8 @@
 //! One supervisor thread (`agentry-supervisor`) owns every agent thread, in
 //! the manner of an OTP supervisor. It starts the first time it has
 //! something to do (a request, or the first task or message an agent takes
-//! up), so that
-//! `build` waits only for the agents. It learns of trouble two ways:
+//! up), so that `build` waits only for the agents. It learns of trouble two
+//! ways:
 //!
 //! * **Events, at once.** An agent that panics finishes reporting its failed
 //!   attempt (retried if attempts remain), ends its loop and tells the
@@ -17,8 +17,8 @@
 //!   sent the moment the lock is released.
 //! * **Checks, on an interval** (100 ms by default). An agent running a task
 //!   or handling a message in `on_message` whose heartbeat is older than its
-//!   limit (the hang timeout, or its task's own timeout) is hung. Task deadlines are kept in a heap and acted on when
-//!   due.
+//!   limit (the hang timeout, or its task's own timeout) is hung. Task
+//!   deadlines are kept in a heap and acted on when due.
 //!
 //! Recovery follows the seed's FAILURE RECOVERY FLOW: the failed agent is
 //! taken out of its pool (it is never offered work again, the results it

@@ -147,7 +147,7 @@ pub(crate) fn spawn_agent(
 /// So its thread starts at the first request, or the first task or message
 /// an agent takes up, not in `build`:
 /// getting the agents running does not wait for a thread with nothing to do
-/// yet, and an orchestrator that is never given a task never starts it
+/// yet, and an orchestrator that is never given work never starts it
 /// (its shutdown then runs in the caller's thread).
 pub(crate) struct SupervisorSlot {
     requests: Sender<Request>,

@@ -84,11 +84,11 @@ pub(crate) struct Shared {
     hung_threads: AtomicUsize,
     /// Whether an idle agent is polling its mailbox (see the runner).
     spinning: AtomicBool,
+    /// How long that agent polls.
+    idle_spin: AdaptiveSpin,
     /// When (on [`clock_at`](Self::clock_at)'s clock) a task was last
     /// handed to an idle agent with more idle agents behind it.
     last_hand_out: AtomicU64,
-    /// How long that agent polls.
-    idle_spin: AdaptiveSpin,
     started: Instant,
     /// With a state directory: its durable task store.
     state: Option<StateDir>,
@@ -162,8 +162,8 @@ impl Shared {
             self.wake(&agent);
         }
         // Waking a parked thread costs more than most tasks: while tasks
-        // come to idle agents faster than an agent polls, the agent the next
-        // one goes to is woken now to poll for it (by the time it runs, the
+        // come to idle agents within two polls' length of each other, the
+        // agent the next one goes to is woken now to poll for it (by the time it runs, the
         // one polling for the task just handed out has stopped). Tasks
         // coming further apart would find it asleep again, and its wake-up
         // would only slow the one just handed out.
